@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Set up and run the deep metric learning course. Needs only Python 3.10+ and pip.
+
+    python3 course.py run     # create .venv, install, check data, run every notebook (full mode) -> build/
+    python3 course.py test    # create/reuse .venv, run unit tests + every notebook through nbval (quick mode)
+    python3 course.py lab     # create/reuse .venv, open JupyterLab in notebooks/
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+VENV = REPO / ".venv"
+PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+MARKER = VENV / ".course-installed"
+
+
+def sh(*cmd, env=None) -> None:
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=REPO, check=True, env=env)
+
+
+def ensure_env() -> None:
+    """Create .venv and install the course into it, unless pyproject.toml is unchanged since the last install."""
+    if sys.version_info < (3, 10):
+        sys.exit(f"The course needs Python 3.10 or newer; this is {sys.version.split()[0]}.")
+    stamp = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    if MARKER.is_file() and MARKER.read_text() == stamp and PYTHON.is_file():
+        print(f"Reusing {VENV}", flush=True)
+        return
+    if not PYTHON.is_file():
+        print(f"Creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    sh(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[dev]")
+    MARKER.write_text(stamp)
+
+
+def check_data() -> None:
+    sh(PYTHON, "-c", "from course_utils import data; data.verify(); print('Data files verified.')")
+
+
+def main(argv) -> int:
+    command = argv[0] if argv else ""
+    if command not in {"run", "test", "lab"}:
+        print(__doc__)
+        return 2
+    ensure_env()
+    check_data()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if command == "run":
+        sh(PYTHON, "-m", "course_utils.run_course", *argv[1:], env=env)
+    elif command == "test":
+        env["COURSE_QUICK"] = "1"
+        sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", "tests", "notebooks", *argv[1:], env=env)
+    else:
+        sh(PYTHON, "-m", "jupyter", "lab", "--notebook-dir", REPO / "notebooks", *argv[1:], env=env)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except subprocess.CalledProcessError as err:
+        sys.exit(err.returncode)

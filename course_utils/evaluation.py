@@ -1,0 +1,90 @@
+"""Embedding a data set and measuring nearest-neighbour retrieval: Precision@1, R-Precision, MAP@R (lesson 01)."""
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
+
+METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+DISTANCES = ("euclidean", "cosine")
+
+
+def check_embeddings(embeddings, labels, name: str = "embeddings") -> None:
+    """Raise a clear ValueError unless ``embeddings`` is (N, D) and ``labels`` is (N,)."""
+    if not torch.is_tensor(embeddings) or not torch.is_tensor(labels):
+        raise TypeError(f"{name} and its labels must be torch tensors, "
+                        f"got {type(embeddings).__name__} and {type(labels).__name__}")
+    if embeddings.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(embeddings.shape)}")
+    if labels.dim() != 1 or len(labels) != len(embeddings):
+        raise ValueError(f"{name} has {len(embeddings)} rows but its labels have shape {tuple(labels.shape)}: "
+                         f"give one label per embedding")
+
+
+def check_distance(distance: str) -> None:
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, not {distance!r}")
+
+
+@torch.inference_mode()
+def embed(model, dataset, device, batch_size: int = 512):
+    """Run ``model`` over ``dataset`` in batches: returns (embeddings (N, D), labels (N,)) on the CPU."""
+    was_training = model.training
+    model.eval().to(device)
+    outputs, labels = [], []
+    for images, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+        outputs.append(model(images.to(device)).float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def pairwise_distances(x, y, distance: str = "euclidean"):
+    """Distances (N, M) between rows of x (N, D) and y (M, D); cosine distance is 1 - cosine similarity."""
+    check_distance(distance)
+    if distance == "cosine":
+        return 1 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
+    return torch.cdist(x, y)
+
+
+def top_k(query, reference, k: int, distance: str = "euclidean", exclude_self: bool = False):
+    """The k nearest references of each query: (distances (N, k), indices (N, k)), nearest first.
+
+    ``exclude_self=True`` when query and reference are the same set, so nobody retrieves itself.
+    """
+    dist = pairwise_distances(query, reference, distance)
+    if exclude_self:
+        dist.fill_diagonal_(float("inf"))
+    return dist.topk(k, dim=1, largest=False)
+
+
+def has_faiss() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def accuracy_calculator(k="max_bin_count", use_faiss=None) -> AccuracyCalculator:
+    """PML's AccuracyCalculator for our three metrics: faiss's exact kNN when installed, torch's otherwise."""
+    use_faiss = has_faiss() if use_faiss is None else use_faiss
+    knn = FaissKNN() if use_faiss else CustomKNN(
+        LpDistance(normalize_embeddings=False))
+    return AccuracyCalculator(include=METRICS, k=k, knn_func=knn, device=torch.device("cpu"))
+
+
+def retrieval_metrics(embeddings, labels, distance: str = "euclidean", calculator=None) -> dict:
+    """Leave-one-out retrieval within one set: every sample queries all the others. Returns PML's metric dict."""
+    check_embeddings(embeddings, labels)
+    check_distance(distance)
+    embeddings = embeddings.detach().float().cpu()
+    if distance == "cosine":  # on unit vectors, Euclidean order = cosine order
+        embeddings = F.normalize(embeddings, dim=1)
+    calculator = calculator or accuracy_calculator()
+    return calculator.get_accuracy(embeddings, labels.cpu(), embeddings, labels.cpu(), ref_includes_query=True)
+
+
+def evaluate(model, dataset, device, distance: str = "euclidean") -> dict:
+    """``retrieval_metrics`` of ``model``'s embeddings of ``dataset``."""
+    return retrieval_metrics(*embed(model, dataset, device), distance=distance)

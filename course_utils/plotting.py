@@ -1,0 +1,99 @@
+"""Figures of the course: UMAP scatter plots, retrieval grids, training curves. Each returns its Figure."""
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import denormalize
+
+
+def _axes(ax, figsize):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax
+
+
+def class_color(label: int):
+    """The same colour for a class in every figure of the course."""
+    return plt.get_cmap("tab10")(int(label) % 10)
+
+
+def umap_2d(embeddings, distance: str = "euclidean", seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
+    """Project embeddings (N, D) to 2-D points (N, 2) with UMAP, seeded so reruns agree."""
+    import umap  # imported here: it takes seconds to load
+
+    data = torch.as_tensor(embeddings).detach().float().cpu().numpy()
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric=distance, random_state=seed, n_jobs=1)
+    return reducer.fit_transform(data)
+
+
+def scatter(points, labels, class_names, ax=None, title=None, legend: bool = True):
+    """Scatter 2-D points (N, 2) coloured by class, with a legend of class names."""
+    fig, ax = _axes(ax, (6, 5))
+    points, labels = np.asarray(points), np.asarray(labels)
+    for c in np.unique(labels):
+        mask = labels == c
+        ax.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=class_color(c),
+                   label=class_names[c], rasterized=True)
+    ax.set(xticks=[], yticks=[], xlabel="UMAP 1", ylabel="UMAP 2", title=title)
+    if legend:
+        ax.legend(markerscale=4, fontsize=8, loc="best", frameon=True)
+    return fig
+
+
+def umap_scatter(embeddings, labels, class_names, distance: str = "euclidean", seed: int = 0, ax=None,
+                 title=None, legend: bool = True):
+    """UMAP of embeddings (N, D) drawn as a class-coloured scatter plot."""
+    return scatter(umap_2d(embeddings, distance, seed), labels, class_names, ax, title, legend)
+
+
+def _show(ax, image, title=None, color=None):
+    ax.imshow(denormalize(image).squeeze(0).cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
+    ax.set(xticks=[], yticks=[])
+    if title:
+        ax.set_title(title, fontsize=7, color=color or "black")
+    for spine in ax.spines.values():
+        spine.set(visible=color is not None, color=color, linewidth=3)
+
+
+def show_images(images, labels, class_names, ncols: int = 10, title=None):
+    """A grid of images (N, 1, H, W), each titled with its class name."""
+    nrows = (len(images) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.4 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, label in zip(axes.flat, images, labels):
+        ax.axis("on")
+        _show(ax, image, class_names[int(label)])
+    fig.suptitle(title)
+    return fig
+
+
+def retrieval_grid(query_images, query_labels, ref_images, ref_labels, indices, class_names, title=None):
+    """One row per query: the query, then its retrieved references (N, k indices) framed green if the
+    class matches, red if not."""
+    n, k = indices.shape
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.4 * n), squeeze=False)
+    for row in range(n):
+        _show(axes[row, 0], query_images[row], f"query:\n{class_names[int(query_labels[row])]}", "black")
+        for col in range(k):
+            j = int(indices[row, col])
+            hit = int(ref_labels[j]) == int(query_labels[row])
+            _show(axes[row, col + 1], ref_images[j], f"#{col + 1} {class_names[int(ref_labels[j])]}",
+                  "tab:green" if hit else "tab:red")
+    fig.suptitle(title or "Nearest neighbours (green: same class, red: other class)")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history, keys=("loss",), title=None):
+    """One panel per key of the per-epoch ``history`` that ``training.fit`` returns, against the epoch."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    epochs = [row["epoch"] for row in history]
+    for ax, key in zip(axes[0], keys):
+        ax.plot(epochs, [row[key] for row in history], marker="o")
+        ax.set(xlabel="epoch", ylabel=key, title=key)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

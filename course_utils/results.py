@@ -1,0 +1,40 @@
+"""The headline results of each lesson, collected in ``build/results.json`` by the course runner."""
+import json
+import os
+from pathlib import Path
+
+RESULTS_ENV = "COURSE_RESULTS"
+
+
+def results_path():
+    """Where ``record`` writes: ``$COURSE_RESULTS`` (the runner sets it), else nowhere (None)."""
+    path = os.environ.get(RESULTS_ENV)
+    return Path(path) if path else None
+
+
+def load(path) -> dict:
+    """``{lesson: {metric: value}}`` from a results file; empty if there is none yet."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record(lesson: str, metrics: dict, path=None) -> dict:
+    """Merge ``metrics`` into the lesson's entry of the results file (if one is set) and return them, rounded."""
+    metrics = {name: round(float(value), 4) for name, value in metrics.items()}
+    path = Path(path) if path else results_path()
+    if path is not None:
+        everything = load(path)
+        everything.setdefault(lesson, {}).update(metrics)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def format_table(everything: dict) -> str:
+    """The results as a plain-text table: lesson, metric, value."""
+    rows = [(lesson, name, f"{value:g}") for lesson, metrics in sorted(everything.items())
+            for name, value in sorted(metrics.items())]
+    widths = [max(len(r[i]) for r in rows + [("lesson", "metric", "value")]) for i in range(3)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(("lesson", "metric", "value"), widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+import math
+
+import pytest
+import torch
+
+from course_utils import evaluation
+
+
+def naive_metrics(embeddings, labels):
+    """Precision@1, R-Precision and MAP@R by a plain loop over queries (leave-one-out, Euclidean)."""
+    n = len(labels)
+    p1, rp, mapr = 0.0, 0.0, 0.0
+    for q in range(n):
+        others = [j for j in range(n) if j != q]
+        others.sort(key=lambda j: math.dist(embeddings[q].tolist(), embeddings[j].tolist()))
+        hits = [int(labels[j] == labels[q]) for j in others]
+        r = sum(hits)
+        p1 += hits[0]
+        rp += sum(hits[:r]) / r
+        mapr += sum(sum(hits[:i + 1]) / (i + 1) for i in range(r) if hits[i]) / r
+    return {"precision_at_1": p1 / n, "r_precision": rp / n, "mean_average_precision_at_r": mapr / n}
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 4
+    return torch.randn(40, 3, generator=gen) + labels[:, None].float() * 0.7, labels
+
+
+@pytest.mark.parametrize("use_faiss", [True, False])
+def test_metrics_match_naive_loop(batch, use_faiss):
+    calculator = evaluation.accuracy_calculator(use_faiss=use_faiss)
+    metrics = evaluation.retrieval_metrics(*batch, calculator=calculator)
+    for name, value in naive_metrics(*batch).items():
+        assert metrics[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_cosine_metrics_are_euclidean_metrics_of_unit_vectors(batch):
+    embeddings, labels = batch
+    unit = embeddings / embeddings.norm(dim=1, keepdim=True)
+    assert evaluation.retrieval_metrics(embeddings, labels, "cosine") == pytest.approx(naive_metrics(unit, labels))
+
+
+def test_pairwise_distances_match_loop(batch):
+    x, y = batch[0][:5], batch[0][5:12]
+    euclid = evaluation.pairwise_distances(x, y)
+    cosine = evaluation.pairwise_distances(x, y, "cosine")
+    for i in range(5):
+        for j in range(7):
+            assert euclid[i, j].item() == pytest.approx(math.dist(x[i].tolist(), y[j].tolist()), abs=1e-5)
+            cos = torch.dot(x[i], y[j]) / (x[i].norm() * y[j].norm())
+            assert cosine[i, j].item() == pytest.approx(1 - cos.item(), abs=1e-5)
+
+
+def test_top_k_matches_sorting(batch):
+    embeddings, _ = batch
+    distances, indices = evaluation.top_k(embeddings, embeddings, k=3, exclude_self=True)
+    for q in range(len(embeddings)):
+        order = sorted((j for j in range(len(embeddings)) if j != q),
+                       key=lambda j: math.dist(embeddings[q].tolist(), embeddings[j].tolist()))
+        assert indices[q].tolist() == order[:3]
+    assert torch.all(distances[:, :-1] <= distances[:, 1:])
+
+
+def test_mismatched_lengths_are_explained(batch):
+    embeddings, labels = batch
+    with pytest.raises(ValueError, match="40 rows but its labels have shape \\(39,\\)"):
+        evaluation.retrieval_metrics(embeddings, labels[:-1])
+    with pytest.raises(ValueError, match="2-D"):
+        evaluation.retrieval_metrics(embeddings[0], labels)
+    with pytest.raises(TypeError, match="torch tensors"):
+        evaluation.retrieval_metrics(embeddings.numpy(), labels)
+    with pytest.raises(ValueError, match="distance"):
+        evaluation.retrieval_metrics(embeddings, labels, distance="manhattan")
+
+
+def test_embed_batches_and_restores_mode():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2), torch.nn.Dropout(0.5))
+    model.train()
+    images, labels = torch.randn(10, 1, 2, 2), torch.arange(10)
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    embeddings, out_labels = evaluation.embed(model, dataset, torch.device("cpu"), batch_size=3)
+    assert model.training
+    assert torch.equal(out_labels, labels)
+    model.eval()
+    assert torch.allclose(embeddings, model(images).detach())

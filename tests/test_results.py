@@ -1,0 +1,19 @@
+from course_utils import results
+
+
+def test_record_merges_lessons(tmp_path):
+    path = tmp_path / "build" / "results.json"
+    results.record("01", {"p1": 0.123456}, path)
+    results.record("01", {"wall_time_s": 3}, path)
+    results.record("02", {"p1": 0.5}, path)
+    assert results.load(path) == {"01": {"p1": 0.1235, "wall_time_s": 3.0}, "02": {"p1": 0.5}}
+    table = results.format_table(results.load(path))
+    assert table.splitlines()[0].split() == ["lesson", "metric", "value"]
+    assert "0.1235" in table
+
+
+def test_record_without_a_path_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert results.record("01", {"p1": 1}) == {"p1": 1.0}
+    assert list(tmp_path.iterdir()) == []
