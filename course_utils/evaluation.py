@@ -88,3 +88,22 @@ def retrieval_metrics(embeddings, labels, distance: str = "euclidean", calculato
 def evaluate(model, dataset, device, distance: str = "euclidean") -> dict:
     """``retrieval_metrics`` of ``model``'s embeddings of ``dataset``."""
     return retrieval_metrics(*embed(model, dataset, device), distance=distance)
+
+
+SHORT_NAMES = {"precision_at_1": "P@1", "r_precision": "R-Prec", "mean_average_precision_at_r": "MAP@R"}
+
+
+def evaluate_splits(model, datasets: dict, device, distance: str = "euclidean") -> dict:
+    """``{split name: evaluate(model, dataset)}`` for several evaluation sets (e.g. seen and unseen classes)."""
+    return {split: evaluate(model, dataset, device, distance) for split, dataset in datasets.items()}
+
+
+def metrics_table(table: dict) -> str:
+    """``{method: {split: metrics}}`` as a text table: one row per method, one column per split and metric."""
+    splits = list(next(iter(table.values())))
+    columns = [(split, metric) for split in splits for metric in METRICS]
+    width = max(len(name) for name in table) + 2
+    header = " " * width + "  ".join(f"{split + ' ' + SHORT_NAMES[m]:>13}" for split, m in columns)
+    rows = [f"{name:<{width}}" + "  ".join(f"{table[name][split][m]:>13.3f}" for split, m in columns)
+            for name in table]
+    return "\n".join([header] + rows)

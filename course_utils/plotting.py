@@ -97,3 +97,19 @@ def training_curves(history, keys=("loss",), title=None):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def metric_bars(table: dict, metric: str = "mean_average_precision_at_r", ax=None, title=None):
+    """Grouped bars of one metric from ``{method: {split: metrics}}``: one group per method, one bar per split."""
+    fig, ax = _axes(ax, (7, 3.5))
+    methods = list(table)
+    splits = list(table[methods[0]])
+    width = 0.8 / len(splits)
+    for i, split in enumerate(splits):
+        values = [table[m][split][metric] for m in methods]
+        bars = ax.bar(np.arange(len(methods)) + (i - (len(splits) - 1) / 2) * width, values, width, label=split)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set(xticks=np.arange(len(methods)), xticklabels=methods, ylabel=metric, ylim=(0, 1.05),
+           title=title or metric)
+    ax.legend(title="classes")
+    return fig

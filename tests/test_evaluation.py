@@ -85,3 +85,22 @@ def test_embed_batches_and_restores_mode():
     assert torch.equal(out_labels, labels)
     model.eval()
     assert torch.allclose(embeddings, model(images).detach())
+
+
+def test_metrics_table_lays_out_methods_and_splits(batch):
+    metrics = evaluation.retrieval_metrics(*batch)
+    table = evaluation.metrics_table({"raw": {"seen": metrics, "unseen": metrics}, "cnn": {"seen": metrics,
+                                                                                        "unseen": metrics}})
+    lines = table.splitlines()
+    assert len(lines) == 3 and "unseen MAP@R" in lines[0]
+    assert lines[1].split()[0] == "raw"
+    assert float(lines[2].split()[1]) == pytest.approx(metrics["precision_at_1"], abs=1e-3)
+
+
+def test_evaluate_splits_uses_each_dataset(batch):
+    embeddings, labels = batch
+    sets = {"a": torch.utils.data.TensorDataset(embeddings, labels),
+            "b": torch.utils.data.TensorDataset(embeddings[:20], labels[:20])}
+    out = evaluation.evaluate_splits(torch.nn.Identity(), sets, torch.device("cpu"))
+    assert out["a"] == pytest.approx(evaluation.retrieval_metrics(embeddings, labels))
+    assert out["b"] == pytest.approx(evaluation.retrieval_metrics(embeddings[:20], labels[:20]))

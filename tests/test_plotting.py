@@ -58,3 +58,13 @@ def test_show_images_titles():
     fig = plotting.show_images(torch.zeros(3, 1, 28, 28), torch.tensor([2, 0, 1]), NAMES, ncols=2)
     assert [ax.get_title() for ax in fig.axes[:3]] == ["c", "a", "b"]
     plt.close(fig)
+
+
+def test_metric_bars_one_bar_per_method_and_split():
+    table = {m: {"seen": {"map": 0.5}, "unseen": {"map": 0.25}} for m in ("raw", "cnn", "trained")}
+    fig = plotting.metric_bars(table, "map")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 6
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["raw", "cnn", "trained"]
+    assert sorted({p.get_height() for p in ax.patches}) == [0.25, 0.5]
+    plt.close(fig)
