@@ -1,6 +1,6 @@
 """The Colab badge and set-up cell of every notebook, made from the one repository URL in pyproject.toml.
 
-    python -m course_utils.colab        # rewrite every notebook's badge and Colab cell after the URL changed
+    python -m course_utils.colab        # after changing the URL: rewrite the badges and Colab cells
 """
 import re
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
-BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*\)")
+BADGE_RE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\([^)]*?([^/)]*\.ipynb)\)")
 SETUP_TAG = "colab-setup"
 
 
@@ -38,6 +38,11 @@ if "google.colab" in sys.modules:
     os.chdir("/content/course/notebooks")'''
 
 
+def sync_badges(text: str, url: str) -> str:
+    """Point every Colab badge in a Markdown text at ``url``, keeping the notebook each one opens."""
+    return BADGE_RE.sub(lambda m: badge(m.group(1), url), text)
+
+
 def sync(notebook: Path, url: str) -> bool:
     """Rewrite a notebook's badge and tagged Colab cell for ``url``; True if anything changed."""
     import nbformat
@@ -46,7 +51,7 @@ def sync(notebook: Path, url: str) -> bool:
     before = nbformat.writes(nb)
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            cell.source = BADGE_RE.sub(lambda _: badge(notebook.name, url), cell.source)
+            cell.source = sync_badges(cell.source, url)
         elif SETUP_TAG in cell.metadata.get("tags", []):
             cell.source = setup_cell(url)
     changed = nbformat.writes(nb) != before
@@ -57,6 +62,11 @@ def sync(notebook: Path, url: str) -> bool:
 
 def main() -> int:
     url = repo_url()
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if sync_badges(text, url) != text:
+        readme.write_text(sync_badges(text, url))
+    print(f"README.md: {'updated' if sync_badges(text, url) != text else 'up to date'}")
     for notebook in sorted((REPO / "notebooks").glob("*.ipynb")):
         print(f"{notebook.name}: {'updated' if sync(notebook, url) else 'up to date'}")
     return 0

@@ -99,7 +99,7 @@ def training_curves(history, keys=("loss",), title=None):
     return fig
 
 
-def metric_bars(table: dict, metric: str = "mean_average_precision_at_r", ax=None, title=None):
+def metric_bars(table: dict, metric: str = "mean_average_precision_at_r", ax=None, title=None, ylabel=None):
     """Grouped bars of one metric from ``{method: {split: metrics}}``: one group per method, one bar per split."""
     fig, ax = _axes(ax, (7, 3.5))
     methods = list(table)
@@ -109,7 +109,7 @@ def metric_bars(table: dict, metric: str = "mean_average_precision_at_r", ax=Non
         values = [table[m][split][metric] for m in methods]
         bars = ax.bar(np.arange(len(methods)) + (i - (len(splits) - 1) / 2) * width, values, width, label=split)
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set(xticks=np.arange(len(methods)), xticklabels=methods, ylabel=metric, ylim=(0, 1.05),
+    ax.set(xticks=np.arange(len(methods)), xticklabels=methods, ylabel=ylabel or metric, ylim=(0, 1.05),
            title=title or metric)
     ax.legend(title="classes")
     return fig

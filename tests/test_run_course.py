@@ -1,0 +1,44 @@
+"""The course runner and the set-up script, on tiny notebooks made by the test."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_runner_saves_notebooks_html_and_results(tmp_path):
+    good = write_notebook(tmp_path / "01_good.ipynb", "from course_utils import results",
+                          "import os; print(os.environ['COURSE_QUICK'])",
+                          "results.record('01_good', {'p1': 0.5})")
+    bad = write_notebook(tmp_path / "02_bad.ipynb", "raise ValueError('broken lesson')")
+    out = tmp_path / "build"
+    run = subprocess.run([sys.executable, "-m", "course_utils.run_course", "--quick", "--out", str(out),
+                          str(bad), str(good)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 1
+    assert "02_bad.ipynb" in run.stdout and "FAILED" in run.stdout and "broken lesson" in run.stdout
+    assert "01_good.ipynb" in run.stdout and " ok" in run.stdout
+    assert (out / "01_good.html").is_file()
+    executed = nbformat.read(out / "01_good.ipynb", as_version=4)
+    assert executed.cells[1].outputs[0]["text"].strip() == "1"
+    everything = json.loads((out / "results.json").read_text())
+    assert everything["01_good"]["p1"] == 0.5 and everything["01_good"]["wall_time_s"] > 0
+    assert "wall_time_s" in everything["02_bad"]
+    assert "Headline results" in run.stdout and "p1" in run.stdout
+
+
+def test_course_script_explains_its_commands():
+    run = subprocess.run([sys.executable, str(REPO / "course.py")], capture_output=True, text=True)
+    assert run.returncode == 2
+    for command in ("run", "test", "lab"):
+        assert f"course.py {command}" in run.stdout
