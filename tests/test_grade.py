@@ -1,0 +1,150 @@
+"""The autograder, on a small made-up assignment and on lesson 01 itself."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils import assign, grade
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def meta(grade_id, solution=False, points=None):
+    m = {"grade": points is not None, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
+         "solution": solution, "task": False}
+    if points is not None:
+        m["points"] = points
+    return {"nbgrader": m}
+
+
+def assignment(add="    return a + b", mul="    return a * b"):
+    """An instructor notebook with two exercises, each with a check holding a hidden test."""
+    cell = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        cell("import math"),
+        cell(f"def add(a, b):\n    # BEGIN SOLUTION\n{add}\n    # END SOLUTION", metadata=meta("add", True)),
+        cell("assert add(1, 2) == 3\n### BEGIN HIDDEN TESTS\nassert add(-1, 1) == 0\n### END HIDDEN TESTS",
+             metadata=meta("add_check", points=2)),
+        cell(f"def mul(a, b):\n    # BEGIN SOLUTION\n{mul}\n    # END SOLUTION", metadata=meta("mul", True)),
+        cell("assert mul(2, 3) == 6\n### BEGIN HIDDEN TESTS\nassert mul(0, 5) == 0\n### END HIDDEN TESTS",
+             metadata=meta("mul_check", points=3)),
+        cell("print('the end')"),
+    ]
+    return nb
+
+
+@pytest.fixture
+def course(tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    nbformat.write(assignment(), source / "hw.ipynb")
+    return source
+
+
+def run_grader(source, submission, tmp_path, timeout=20):
+    report = tmp_path / "report.json"
+    out = subprocess.run([sys.executable, "-m", "course_utils.grade", str(submission), "--source", str(source),
+                          "--json", str(report), "--timeout", str(timeout)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(report.read_text()), out.stdout
+
+
+def submit(tmp_path, nb, name="hw.ipynb"):
+    folder = tmp_path / "submission"
+    folder.mkdir(exist_ok=True)
+    nbformat.write(nb, folder / name)
+    return folder
+
+
+def statuses(report):
+    return {row["grade_id"]: (row["points"], row["status"]) for row in report["notebooks"][0]["exercises"]}
+
+
+def test_instructor_full_student_zero_one_solved_partial(course, tmp_path):
+    report, stdout = run_grader(course, course / "hw.ipynb", tmp_path)
+    assert (report["points"], report["max_points"]) == (5, 5)
+    assert "add_check" in stdout and "5/5" in stdout
+    student = assign.student_notebook(nbformat.read(course / "hw.ipynb", as_version=4))
+    report, _ = run_grader(course, submit(tmp_path, student), tmp_path)
+    assert report["points"] == 0
+    assert statuses(report)["add_check"][1].startswith("failed: NotImplementedError")
+    student.cells[1].source = "def add(a, b):\n    return a + b"
+    report, _ = run_grader(course, submit(tmp_path, student), tmp_path)
+    assert statuses(report) == {"add_check": (2, "passed"), "mul_check": (0, statuses(report)["mul_check"][1])}
+
+
+def test_hidden_tests_and_tampered_checks(course, tmp_path):
+    nb = assignment(add="    return 3", mul="    return a * b")  # passes the visible test of add only
+    nb.cells[4].source = "pass  # the student emptied the check"
+    report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)
+    assert statuses(report)["add_check"][0] == 0 and "AssertionError" in statuses(report)["add_check"][1]
+    assert statuses(report)["mul_check"] == (3, "passed")
+
+
+def test_infinite_loop_and_exception_cost_only_their_exercise(course, tmp_path):
+    nb = assignment(add="    while True:\n        pass", mul="    return a * b")
+    report, _ = run_grader(course, submit(tmp_path, nb), tmp_path, timeout=3)
+    assert statuses(report)["add_check"] == (0, "timed out after 3 s")
+    assert statuses(report)["mul_check"] == (3, "passed")
+    nb = assignment(add="    return a + b", mul="    raise ValueError('oops')")
+    report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)
+    assert statuses(report) == {"add_check": (2, "passed"), "mul_check": (0, "failed: ValueError: oops")}
+
+
+def test_deleted_cells(course, tmp_path):
+    nb = assignment()
+    del nb.cells[3]  # the mul solution
+    del nb.cells[1:3]  # the add solution and its check
+    report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)
+    assert statuses(report)["add_check"] == (0, "solution cell 'add' was deleted")
+    assert statuses(report)["mul_check"] == (0, "solution cell 'mul' was deleted")
+    nb = assignment()
+    del nb.cells[2]  # only a check: the grader puts the instructor's back, right after the solution
+    report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)
+    assert report["points"] == 5
+
+
+def test_dead_kernel_and_unreadable_notebook(course, tmp_path):
+    nb = assignment(mul="    return a * b\nimport os\nos._exit(1)")
+    report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)
+    assert statuses(report)["add_check"] == (2, "passed")
+    assert statuses(report)["mul_check"][0] == 0 and "not run" in statuses(report)["mul_check"][1]
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "hw.ipynb").write_text("{ this is not json")
+    report, _ = run_grader(course, folder, tmp_path)
+    assert report["points"] == 0 and all("unreadable" in s for _, s in statuses(report).values())
+
+
+def test_lesson_01_full_zero_and_partial(tmp_path):
+    """The real lesson, graded three ways at once (one grader process each, in quick mode)."""
+    source = REPO / "notebooks" / "01_embeddings.ipynb"
+    student = assign.student_notebook(nbformat.read(source, as_version=4))
+    partial = nbformat.from_dict(student)
+    solution = next(c for c in nbformat.read(source, as_version=4).cells
+                    if assign.grading(c).get("grade_id") == "cosine_distance")
+    index = next(i for i, c in enumerate(partial.cells) if assign.grading(c).get("grade_id") == "cosine_distance")
+    partial.cells[index] = solution
+    runs = {}
+    for name, nb in (("student", student), ("partial", partial)):
+        folder = tmp_path / name
+        folder.mkdir()
+        nbformat.write(nb, folder / source.name)
+        runs[name] = folder / source.name
+    runs["instructor"] = source
+    procs = {name: subprocess.Popen([sys.executable, "-m", "course_utils.grade", str(path), "--json",
+                                     str(tmp_path / f"{name}.json")], stdout=subprocess.PIPE, text=True)
+             for name, path in runs.items()}
+    for proc in procs.values():
+        proc.communicate(timeout=600)
+    reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in runs}
+    total = reports["instructor"]["max_points"]
+    assert total >= 4 and reports["instructor"]["points"] == total
+    assert reports["student"]["points"] == 0
+    assert statuses(reports["partial"])["cosine_distance_check"][1] == "passed"
+    assert 0 < reports["partial"]["points"] < total
