@@ -13,9 +13,9 @@ def _random_batch(seed: int, n: int = 24, dim: int = 8, num_classes: int = 4):
     return embeddings, labels[torch.randperm(n, generator=gen)]
 
 
-def _call(fn, *args):
+def _call(fn, *args, **kwargs):
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except NotImplementedError:
         raise AssertionError(f"{fn.__name__} is not implemented yet: replace `raise NotImplementedError()` "
                              f"with your code.") from None
@@ -66,3 +66,82 @@ def check_r_precision(r_precision) -> None:
                 f"itself, and its R is the number of *other* samples of its class (here "
                 f"{int(counts[0])} - 1 = {int(counts[0]) - 1} for class 0).")
     print("✓ r_precision matches PML's AccuracyCalculator.")
+
+
+def _compare_loss(name, fn, reference, embeddings, labels, kwargs, hints):
+    """Compare a student's loss (value and gradient) with PML's ``reference`` on one batch."""
+    student_input = embeddings.clone().requires_grad_(True)
+    result = _call(fn, student_input, labels, **kwargs)
+    assert torch.is_tensor(result) and result.numel() == 1, \
+        f"{name} should return a scalar tensor, got {type(result).__name__}."
+    pml_input = embeddings.clone().requires_grad_(True)
+    expected = reference(**kwargs)(pml_input, labels)
+    settings = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "default arguments"
+    value, target = result.item(), expected.item()
+    if not abs(value - target) <= 1e-5 * max(1.0, abs(target)):
+        raise AssertionError(f"{name} with {settings}: expected {target:.6f} (PML), got {value:.6f}. "
+                             f"Common causes: " + "; ".join(hints) + ".")
+    assert result.requires_grad, f"{name}'s result has no gradient: compute it with torch operations only."
+    result.backward()
+    expected.backward()
+    assert torch.allclose(student_input.grad, pml_input.grad, atol=1e-5, rtol=1e-4), \
+        f"{name} with {settings}: the value is right but the gradient differs from PML's."
+
+
+def _loss_batches(num_batches: int = 4):
+    """Random batches of 16 embeddings: 4 classes and one class of a single sample (no positive), in float64
+    so that comparisons to 1e-5 are meaningful."""
+    for seed in range(num_batches):
+        embeddings, labels = _random_batch(100 + seed, n=16, dim=8, num_classes=4)
+        labels[-1] = 4
+        yield embeddings.double(), labels
+
+
+def check_contrastive_loss(contrastive_loss) -> None:
+    """Lesson 02: ``contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0)`` equals PML's
+    ContrastiveLoss (Euclidean distance of L2-normalised embeddings, average over the non-zero terms)."""
+    from pytorch_metric_learning.losses import ContrastiveLoss
+
+    hints = ["the loss of a negative pair is max(0, neg_margin - d), of a positive pair max(0, d - pos_margin)",
+             "normalise the embeddings (dim=1) before taking distances",
+             "average the positive and the negative terms separately, each over its non-zero terms only, "
+             "and add the two averages",
+             "a sample is not its own positive: leave out the diagonal"]
+    settings = [{}, {"pos_margin": 0.0, "neg_margin": 1.0}, {"pos_margin": 0.25, "neg_margin": 0.9},
+                {"pos_margin": 0.1, "neg_margin": 1.6}]
+    for (embeddings, labels), kwargs in zip(_loss_batches(), settings):
+        _compare_loss("contrastive_loss", contrastive_loss, ContrastiveLoss, embeddings, labels, kwargs, hints)
+    print("✓ contrastive_loss matches PML's ContrastiveLoss (values and gradients).")
+
+
+def check_triplet_loss(triplet_loss) -> None:
+    """Lesson 03: ``triplet_loss(embeddings, labels, margin=0.05)`` equals PML's TripletMarginLoss over all
+    triplets of the batch (Euclidean distance of L2-normalised embeddings, average over non-zero terms)."""
+    from pytorch_metric_learning.losses import TripletMarginLoss
+
+    hints = ["the loss of a triplet is max(0, d(a, p) - d(a, n) + margin)",
+             "PML 2.x's default margin is 0.05",
+             "normalise the embeddings (dim=1) before taking distances",
+             "average over the triplets whose loss is non-zero, not over all triplets",
+             "a positive must differ from its anchor: (a, a, n) is not a triplet"]
+    settings = [{}, {"margin": 0.05}, {"margin": 0.2}, {"margin": 1.0}]
+    for (embeddings, labels), kwargs in zip(_loss_batches(), settings):
+        _compare_loss("triplet_loss", triplet_loss, TripletMarginLoss, embeddings, labels, kwargs, hints)
+    print("✓ triplet_loss matches PML's TripletMarginLoss (values and gradients).")
+
+
+def check_circle_loss(circle_loss) -> None:
+    """Lesson 04: ``circle_loss(embeddings, labels, m=0.4, gamma=80)`` equals PML's CircleLoss (cosine
+    similarity; one term per anchor, averaged over anchors that have a positive and a negative)."""
+    from pytorch_metric_learning.losses import CircleLoss
+
+    hints = ["Circle loss works on cosine similarity s, not on a distance: normalise, then s = x @ x.T",
+             "positive weights are relu(1 + m - s_p).detach(), negative weights relu(s_n + m).detach()",
+             "the logits are -gamma * a_p * (s_p - (1 - m)) and gamma * a_n * (s_n - m)",
+             "per anchor: softplus(logsumexp(positive logits) + logsumexp(negative logits))",
+             "a sample is not its own positive: leave out the diagonal",
+             "average over the anchors that have at least one positive and one negative"]
+    settings = [{}, {"m": 0.4, "gamma": 80}, {"m": 0.25, "gamma": 32}, {"m": 0.1, "gamma": 8}]
+    for (embeddings, labels), kwargs in zip(_loss_batches(), settings):
+        _compare_loss("circle_loss", circle_loss, CircleLoss, embeddings, labels, kwargs, hints)
+    print("✓ circle_loss matches PML's CircleLoss (values and gradients).")
