@@ -113,3 +113,37 @@ def metric_bars(table: dict, metric: str = "mean_average_precision_at_r", ax=Non
            title=title or metric)
     ax.legend(title="classes")
     return fig
+
+
+def triplet_regions(anchor, positive, negatives, margin: float, ax=None, title=None):
+    """A 2-D anchor, its positive and negatives (N, 2), coloured by triplet kind, with the two circles that
+    separate hard, semi-hard and easy negatives."""
+    from .triplets import TRIPLET_TYPES, triplet_type
+
+    fig, ax = _axes(ax, (5.5, 5.5))
+    anchor, positive, negatives = map(torch.as_tensor, (anchor, positive, negatives))
+    d_ap = (positive - anchor).norm()
+    kinds = triplet_type(d_ap, (negatives - anchor).norm(dim=1), margin)
+    for radius, style in ((d_ap, "-"), (d_ap + margin, "--")):
+        ax.add_patch(plt.Circle(anchor.tolist(), float(radius), fill=False, linestyle=style, color="grey"))
+    colors = ("tab:blue", "tab:orange", "tab:red")
+    for k, (name, color) in enumerate(zip(TRIPLET_TYPES, colors)):
+        pts = negatives[kinds == k]
+        ax.scatter(pts[:, 0], pts[:, 1], color=color, label=f"{name} negatives ({len(pts)})", s=25)
+    ax.scatter(*anchor.tolist(), marker="*", s=250, color="black", label="anchor", zorder=3)
+    ax.scatter(*positive.tolist(), marker="P", s=150, color="tab:green", label="positive", zorder=3)
+    ax.set(aspect="equal", xlabel="embedding dim 1", ylabel="embedding dim 2",
+           title=title or f"Triplet kinds for one anchor (margin {margin})")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def compare_histories(histories: dict, key: str, ax=None, title=None):
+    """One line per run: ``key`` of each ``training.fit`` history ({name: history}) against the epoch."""
+    fig, ax = _axes(ax, (6, 3.5))
+    for name, history in histories.items():
+        ax.plot([row["epoch"] for row in history], [row[key] for row in history], marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=key, title=title or key)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend()
+    return fig

@@ -68,3 +68,19 @@ def test_metric_bars_one_bar_per_method_and_split():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["raw", "cnn", "trained"]
     assert sorted({p.get_height() for p in ax.patches}) == [0.25, 0.5]
     plt.close(fig)
+
+
+def test_triplet_regions_counts_each_kind():
+    negatives = torch.tensor([[3.0, 0.0], [0.0, 1.2], [0.5, 0.0], [-0.2, 0.1]])
+    fig = plotting.triplet_regions([0.0, 0.0], [1.0, 0.0], negatives, margin=0.5)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[:3] == ["easy negatives (1)", "semi-hard negatives (1)", "hard negatives (2)"]
+    assert len(fig.axes[0].patches) == 2
+    plt.close(fig)
+
+
+def test_compare_histories_one_line_per_run():
+    histories = {"a": [{"epoch": 1, "m": 0.1}, {"epoch": 2, "m": 0.2}], "b": [{"epoch": 1, "m": 0.3}]}
+    fig = plotting.compare_histories(histories, "m")
+    assert [line.get_label() for line in fig.axes[0].lines] == ["a", "b"]
+    plt.close(fig)

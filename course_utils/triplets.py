@@ -1,0 +1,25 @@
+"""Triplets (anchor, positive, negative) and their kinds: easy, semi-hard, hard (lesson 03)."""
+import torch
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+TRIPLET_TYPES = ("easy", "semi-hard", "hard")
+
+
+def triplet_type(d_ap, d_an, margin: float):
+    """0 easy (d_an > d_ap + margin), 1 semi-hard (d_ap < d_an <= d_ap + margin), 2 hard (d_an <= d_ap)."""
+    gap = torch.as_tensor(d_an) - torch.as_tensor(d_ap)
+    return torch.where(gap > margin, 0, torch.where(gap > 0, 1, 2))
+
+
+def all_triplets(embeddings, labels, distance):
+    """Every valid triplet of a batch with its distances: (anchors, positives, negatives, d_ap, d_an)."""
+    anchors, positives, negatives = lmu.get_all_triplets_indices(labels)
+    dist = distance(embeddings)
+    return anchors, positives, negatives, dist[anchors, positives], dist[anchors, negatives]
+
+
+def count_relations(labels) -> dict:
+    """How many positive pairs, negative pairs and triplets a batch with these labels offers (ordered)."""
+    a1, _, a2, _ = lmu.get_all_pairs_indices(labels)
+    anchors, _, _ = lmu.get_all_triplets_indices(labels)
+    return {"positive pairs": len(a1), "negative pairs": len(a2), "triplets": len(anchors)}

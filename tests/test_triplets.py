@@ -1,0 +1,32 @@
+import pytest
+import torch
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.miners import TripletMarginMiner
+
+from course_utils import triplets
+
+
+def test_kinds_match_pml_miner():
+    gen = torch.Generator().manual_seed(0)
+    embeddings, labels = torch.randn(24, 3, generator=gen), torch.arange(24) % 3
+    margin = 0.3
+    anchors, positives, negatives, d_ap, d_an = triplets.all_triplets(embeddings, labels, LpDistance())
+    kinds = triplets.triplet_type(d_ap, d_an, margin)
+    for k, pml_name in enumerate(("easy", "semihard", "hard")):
+        mined = TripletMarginMiner(margin=margin, type_of_triplets=pml_name)(embeddings, labels)
+        ours = {t for t, kind in zip(zip(anchors.tolist(), positives.tolist(), negatives.tolist()), kinds) if kind == k}
+        assert ours == set(zip(*(x.tolist() for x in mined))), pml_name
+
+
+@pytest.mark.parametrize("d_an, expected", [(2.0, 0), (1.2, 1), (1.0, 2), (0.5, 2)])
+def test_triplet_type_boundaries(d_an, expected):
+    assert triplets.triplet_type(1.0, d_an, 0.5).item() == expected
+
+
+def test_count_relations_matches_loop():
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    n = len(labels)
+    pos = sum(labels[i] == labels[j] for i in range(n) for j in range(n) if i != j)
+    neg = sum(labels[i] != labels[j] for i in range(n) for j in range(n))
+    trip = sum(labels[a] == labels[p] != labels[q] for a in range(n) for p in range(n) for q in range(n) if a != p)
+    assert triplets.count_relations(labels) == {"positive pairs": pos, "negative pairs": neg, "triplets": trip}
