@@ -120,7 +120,7 @@ def triplet_regions(anchor, positive, negatives, margin: float, ax=None, title=N
     separate hard, semi-hard and easy negatives."""
     from .triplets import TRIPLET_TYPES, triplet_type
 
-    fig, ax = _axes(ax, (5.5, 5.5))
+    fig, ax = _axes(ax, (8, 5.5))
     anchor, positive, negatives = map(torch.as_tensor, (anchor, positive, negatives))
     d_ap = (positive - anchor).norm()
     kinds = triplet_type(d_ap, (negatives - anchor).norm(dim=1), margin)
@@ -134,7 +134,8 @@ def triplet_regions(anchor, positive, negatives, margin: float, ax=None, title=N
     ax.scatter(*positive.tolist(), marker="P", s=150, color="tab:green", label="positive", zorder=3)
     ax.set(aspect="equal", xlabel="embedding dim 1", ylabel="embedding dim 2",
            title=title or f"Triplet kinds for one anchor (margin {margin})")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.tight_layout()
     return fig
 
 

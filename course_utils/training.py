@@ -48,5 +48,5 @@ def fit(model, loss_fn, miner, optimizer, loader, device, num_epochs: int, eval_
         if eval_fn is not None:
             row.update(eval_fn(model))
         history.append(row)
-        epochs.set_postfix({k: round(v, 4) for k, v in row.items() if k != "epoch"})
+        epochs.set_postfix({k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
     return history

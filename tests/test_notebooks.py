@@ -96,3 +96,14 @@ def test_a_raising_notebook_fails_nbval(tmp_path):
                           "--nbval-current-env", str(tmp_path / "broken.ipynb")],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 1 and "1 failed, 1 passed" in out.stdout, out.stdout[-2000:]
+
+
+def test_lessons_02_to_04_share_one_budget():
+    """Their results tables are compared with each other, so they must train on the same budget."""
+    keys = ("TRAIN_PER_CLASS =", "EVAL_PER_CLASS =", "NUM_EPOCHS, BATCH_SIZE, LR, EMBEDDING_DIM =")
+    budgets = []
+    for path in NOTEBOOKS:
+        if path.name[:2] in {"02", "03", "04"}:
+            source = next(c.source for c in load(path).cells if "setup(seed=" in c.source)
+            budgets.append([line for line in source.splitlines() if line.startswith(keys)])
+    assert len(budgets) == 3 and budgets[0] == budgets[1] == budgets[2] and len(budgets[0]) == 3
