@@ -121,7 +121,7 @@ def test_dead_kernel_and_unreadable_notebook(course, tmp_path):
     assert report["points"] == 0 and all("unreadable" in s for _, s in statuses(report).values())
 
 
-def test_lesson_01_full_zero_and_partial(tmp_path):
+def test_lesson_01_full_zero_and_partial(tmp_path, monkeypatch):
     """The real lesson, graded three ways at once (one grader process each, in quick mode)."""
     source = REPO / "notebooks" / "01_embeddings.ipynb"
     student = assign.student_notebook(nbformat.read(source, as_version=4))
@@ -130,21 +130,25 @@ def test_lesson_01_full_zero_and_partial(tmp_path):
                     if assign.grading(c).get("grade_id") == "cosine_distance")
     index = next(i for i, c in enumerate(partial.cells) if assign.grading(c).get("grade_id") == "cosine_distance")
     partial.cells[index] = solution
-    runs = {}
-    for name, nb in (("student", student), ("partial", partial)):
-        folder = tmp_path / name
-        folder.mkdir()
-        nbformat.write(nb, folder / source.name)
-        runs[name] = folder / source.name
-    runs["instructor"] = source
+    (tmp_path / "partial").mkdir()
+    nbformat.write(partial, tmp_path / "partial" / source.name)
+    runs = {"instructor": source, "partial": tmp_path / "partial" / source.name}
     procs = {name: subprocess.Popen([sys.executable, "-m", "course_utils.grade", str(path), "--json",
                                      str(tmp_path / f"{name}.json")], stdout=subprocess.PIPE, text=True)
              for name, path in runs.items()}
+    # meanwhile, the untouched student copy in this process, keeping the executed cells to inspect
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    instructor = nbformat.read(source, as_version=4)
+    executed = grade.execute(grade.prepare(student, instructor), timeout=600, cwd=source.parent)
+    student_rows = grade.score(executed, instructor, student, timeout=600)
     for proc in procs.values():
         proc.communicate(timeout=600)
     reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in runs}
     total = reports["instructor"]["max_points"]
     assert total >= 4 and reports["instructor"]["points"] == total
-    assert reports["student"]["points"] == 0
+    assert sum(row["points"] for row in student_rows) == 0
     assert statuses(reports["partial"])["cosine_distance_check"][1] == "passed"
     assert 0 < reports["partial"]["points"] < total
+    # the student copy runs top to bottom except at the exercises: only their cells raise
+    failing = [c for c in executed.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
+    assert failing and all(assign.grading(c) for c in failing)
