@@ -33,7 +33,11 @@ def ensure_env() -> None:
         return
     if not PYTHON.is_file():
         print(f"Creating {VENV}", flush=True)
-        venv.create(VENV, with_pip=True)
+        try:
+            venv.create(VENV, with_pip=True)
+        except subprocess.CalledProcessError:
+            sys.exit("Could not create a virtual environment with pip. On Debian or Ubuntu, install the "
+                     "package python3-venv (sudo apt install python3-venv), remove .venv/ and try again.")
     sh(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[dev]")
     MARKER.write_text(stamp)
 
