@@ -65,12 +65,20 @@ def student_notebook(nb):
     return nb
 
 
+def find_notebook(name: Path) -> Path:
+    """A notebook given by path, or by bare name in the course's notebooks/ folder."""
+    for path in (name, REPO / "notebooks" / name):
+        if path.is_file():
+            return path
+    raise SystemExit(f"No notebook {name}: give a path, or a name from {REPO / 'notebooks'}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args(argv)
-    notebooks = args.notebooks or sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+    notebooks = [find_notebook(n) for n in args.notebooks] or sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for path in notebooks:
         student = student_notebook(nbformat.read(path, as_version=4))

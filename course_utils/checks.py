@@ -68,8 +68,13 @@ def check_r_precision(r_precision) -> None:
     print("✓ r_precision matches PML's AccuracyCalculator.")
 
 
-def _compare_loss(name, fn, reference, embeddings, labels, kwargs, hints):
-    """Compare a student's loss (value and gradient) with PML's ``reference`` on one batch."""
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-5 * max(1.0, abs(b))
+
+
+def _compare_loss(name, fn, reference, embeddings, labels, kwargs, hints, mistakes=None):
+    """Compare a student's loss (value and gradient) with PML's ``reference`` on one batch. ``mistakes``
+    maps a description of a typical mistake to a PML loss factory that makes exactly that mistake."""
     student_input = embeddings.clone().requires_grad_(True)
     result = _call(fn, student_input, labels, **kwargs)
     assert torch.is_tensor(result) and result.numel() == 1, \
@@ -78,9 +83,12 @@ def _compare_loss(name, fn, reference, embeddings, labels, kwargs, hints):
     expected = reference(**kwargs)(pml_input, labels)
     settings = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "default arguments"
     value, target = result.item(), expected.item()
-    if not abs(value - target) <= 1e-5 * max(1.0, abs(target)):
-        raise AssertionError(f"{name} with {settings}: expected {target:.6f} (PML), got {value:.6f}. "
-                             f"Common causes: " + "; ".join(hints) + ".")
+    if not _close(value, target):
+        message = f"{name} with {settings}: expected {target:.6f} (PML), got {value:.6f}. "
+        for mistake, factory in (mistakes or {}).items():
+            if _close(value, factory(**kwargs)(embeddings, labels).item()):
+                raise AssertionError(message + f"That is exactly what you get if {mistake}.")
+        raise AssertionError(message + "Common causes: " + "; ".join(hints) + ".")
     assert result.requires_grad, f"{name}'s result has no gradient: compute it with torch operations only."
     result.backward()
     expected.backward()
@@ -100,7 +108,9 @@ def _loss_batches(num_batches: int = 4):
 def check_contrastive_loss(contrastive_loss) -> None:
     """Lesson 02: ``contrastive_loss(embeddings, labels, pos_margin=0.0, neg_margin=1.0)`` equals PML's
     ContrastiveLoss (Euclidean distance of L2-normalised embeddings, average over the non-zero terms)."""
+    from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.losses import ContrastiveLoss
+    from pytorch_metric_learning.reducers import MeanReducer
 
     hints = ["the loss of a negative pair is max(0, neg_margin - d), of a positive pair max(0, d - pos_margin)",
              "normalise the embeddings (dim=1) before taking distances",
@@ -110,14 +120,20 @@ def check_contrastive_loss(contrastive_loss) -> None:
     settings = [{}, {"pos_margin": 0.0, "neg_margin": 1.0}, {"pos_margin": 0.25, "neg_margin": 0.9},
                 {"pos_margin": 0.1, "neg_margin": 1.6}]
     for (embeddings, labels), kwargs in zip(_loss_batches(), settings):
-        _compare_loss("contrastive_loss", contrastive_loss, ContrastiveLoss, embeddings, labels, kwargs, hints)
+        _compare_loss("contrastive_loss", contrastive_loss, ContrastiveLoss, embeddings, labels, kwargs, hints, {
+            "the embeddings are not L2-normalised": lambda **kw: ContrastiveLoss(
+                **kw, distance=LpDistance(normalize_embeddings=False)),
+            "each kind of term is averaged over all pairs instead of the non-zero ones":
+                lambda **kw: ContrastiveLoss(**kw, reducer=MeanReducer())})
     print("✓ contrastive_loss matches PML's ContrastiveLoss (values and gradients).")
 
 
 def check_triplet_loss(triplet_loss) -> None:
     """Lesson 03: ``triplet_loss(embeddings, labels, margin=0.05)`` equals PML's TripletMarginLoss over all
     triplets of the batch (Euclidean distance of L2-normalised embeddings, average over non-zero terms)."""
+    from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.reducers import MeanReducer
 
     hints = ["the loss of a triplet is max(0, d(a, p) - d(a, n) + margin)",
              "PML 2.x's default margin is 0.05",
@@ -126,7 +142,12 @@ def check_triplet_loss(triplet_loss) -> None:
              "a positive must differ from its anchor: (a, a, n) is not a triplet"]
     settings = [{}, {"margin": 0.05}, {"margin": 0.2}, {"margin": 1.0}]
     for (embeddings, labels), kwargs in zip(_loss_batches(), settings):
-        _compare_loss("triplet_loss", triplet_loss, TripletMarginLoss, embeddings, labels, kwargs, hints)
+        _compare_loss("triplet_loss", triplet_loss, TripletMarginLoss, embeddings, labels, kwargs, hints, {
+            "the embeddings are not L2-normalised": lambda **kw: TripletMarginLoss(
+                **kw, distance=LpDistance(normalize_embeddings=False)),
+            "the loss is averaged over all triplets instead of the non-zero ones":
+                lambda **kw: TripletMarginLoss(**kw, reducer=MeanReducer()),
+            "the default margin is 0.2 instead of PML's 0.05": lambda **kw: TripletMarginLoss(**{"margin": 0.2, **kw})})
     print("✓ triplet_loss matches PML's TripletMarginLoss (values and gradients).")
 
 
@@ -134,6 +155,7 @@ def check_circle_loss(circle_loss) -> None:
     """Lesson 04: ``circle_loss(embeddings, labels, m=0.4, gamma=80)`` equals PML's CircleLoss (cosine
     similarity; one term per anchor, averaged over anchors that have a positive and a negative)."""
     from pytorch_metric_learning.losses import CircleLoss
+    from pytorch_metric_learning.reducers import MeanReducer
 
     hints = ["Circle loss works on cosine similarity s, not on a distance: normalise, then s = x @ x.T",
              "positive weights are relu(1 + m - s_p).detach(), negative weights relu(s_n + m).detach()",
@@ -143,5 +165,7 @@ def check_circle_loss(circle_loss) -> None:
              "average over the anchors that have at least one positive and one negative"]
     settings = [{}, {"m": 0.4, "gamma": 80}, {"m": 0.25, "gamma": 32}, {"m": 0.1, "gamma": 8}]
     for (embeddings, labels), kwargs in zip(_loss_batches(), settings):
-        _compare_loss("circle_loss", circle_loss, CircleLoss, embeddings, labels, kwargs, hints)
+        _compare_loss("circle_loss", circle_loss, CircleLoss, embeddings, labels, kwargs, hints, {
+            "the mean is taken over all anchors, also those without a positive or a negative":
+                lambda **kw: CircleLoss(**kw, reducer=MeanReducer())})
     print("✓ circle_loss matches PML's CircleLoss (values and gradients).")

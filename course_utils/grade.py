@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 
 from .assign import grading
+from .run_course import QUIET_KERNEL
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,8 +56,8 @@ def execute(nb, timeout: int, cwd: Path):
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
-    client = NotebookClient(nb, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
-                            kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(nb, timeout=timeout, allow_errors=True, interrupt_on_timeout=True, kernel_name="python3",
+                            extra_arguments=QUIET_KERNEL, resources={"metadata": {"path": str(cwd)}})
     try:
         client.execute()
     except DeadKernelError:
@@ -72,7 +73,7 @@ def cell_status(cell, timeout: int) -> str:
         if output.output_type == "error":
             if output.ename == "KeyboardInterrupt":
                 return f"timed out after {timeout} s"
-            return f"failed: {output.ename}: {str(output.evalue).splitlines()[0] if output.evalue else ''}"[:300]
+            return f"failed: {output.ename}: {str(output.evalue).splitlines()[0] if output.evalue else ''}"
     return "passed"
 
 
@@ -93,8 +94,9 @@ def score(executed, instructor, submission, timeout: int) -> list:
     return rows
 
 
-def grade_notebook(path: Path, source_dir: Path, timeout: int = 600) -> dict:
-    """Grade one submitted notebook against the instructor notebook of the same name."""
+def grade_notebook(path: Path, source_dir: Path, timeout: int = 600, feedback=None) -> dict:
+    """Grade one submitted notebook against the instructor notebook of the same name; with ``feedback``
+    (a folder), also save the executed notebook there as ``<submission folder>__<notebook>``."""
     instructor = nbformat.read(source_dir / path.name, as_version=4)
     try:
         submission = nbformat.read(path, as_version=4)
@@ -104,7 +106,10 @@ def grade_notebook(path: Path, source_dir: Path, timeout: int = 600) -> dict:
     else:
         executed = execute(prepare(submission, instructor), timeout, source_dir)
         rows = score(executed, instructor, submission, timeout)
-    return {"notebook": path.name, "points": sum(r["points"] for r in rows),
+        if feedback is not None:
+            Path(feedback).mkdir(parents=True, exist_ok=True)
+            nbformat.write(executed, Path(feedback) / f"{path.resolve().parent.name}__{path.name}")
+    return {"submission": str(path), "notebook": path.name, "points": sum(r["points"] for r in rows),
             "max_points": sum(r["max_points"] for r in rows), "exercises": rows}
 
 
@@ -117,12 +122,16 @@ def collect(paths) -> list:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{'notebook':<28}{'exercise':<28}{'points':>8}  status"]
+    """The report as a table: one row per exercise of each submission, a total per submission."""
+    lines = [f"{'submission':<44}{'exercise':<26}{'points':>8}  status"]
     for nb in report["notebooks"]:
+        name = f"{Path(nb['submission']).resolve().parent.name}/{nb['notebook']}"[-43:]
         for row in nb["exercises"]:
-            lines.append(f"{nb['notebook']:<28}{row['grade_id']:<28}"
-                         f"{row['points']:>4}/{row['max_points']:<3}  {row['status']}")
-    lines.append(f"{'total':<56}{report['points']:>4}/{report['max_points']}")
+            status = row["status"] if len(row["status"]) <= 100 else row["status"][:99] + "…"
+            lines.append(f"{name:<44}{row['grade_id']:<26}{row['points']:>4}/{row['max_points']:<3}  {status}")
+        lines.append(f"{name:<44}{'total':<26}{nb['points']:>4}/{nb['max_points']:<3}")
+    for skipped in report["skipped"]:
+        lines.append(f"SKIPPED {skipped['submission']}: {skipped['reason']}")
     return "\n".join(lines)
 
 
@@ -133,20 +142,21 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument("--full", action="store_true", help="run in full mode (default: quick mode)")
+    parser.add_argument("--feedback", type=Path, help="save each executed submission in this folder")
     args = parser.parse_args(argv)
     os.environ["COURSE_QUICK"] = "0" if args.full else "1"
-    notebooks = []
+    notebooks, skipped = [], []
     for path in collect(args.submissions):
         if (args.source / path.name).is_file():
-            notebooks.append(grade_notebook(path, args.source.resolve(), args.timeout))
+            notebooks.append(grade_notebook(path, args.source.resolve(), args.timeout, args.feedback))
         else:
-            print(f"skipping {path}: no instructor notebook of that name in {args.source}", file=sys.stderr)
-    report = {"points": sum(n["points"] for n in notebooks), "max_points": sum(n["max_points"] for n in notebooks),
-              "notebooks": notebooks}
+            reason = f"no instructor notebook named {path.name!r} in {args.source} (was the file renamed?)"
+            skipped.append({"submission": str(path), "reason": reason})
+    report = {"notebooks": notebooks, "skipped": skipped}
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    return 1 if skipped else 0
 
 
 if __name__ == "__main__":

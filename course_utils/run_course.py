@@ -12,6 +12,7 @@ from . import results
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]  # no start-up warnings from each kernel in the output
 
 
 def execute(notebook: Path, out_dir: Path, timeout: int = 1800):
@@ -21,7 +22,7 @@ def execute(notebook: Path, out_dir: Path, timeout: int = 1800):
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=QUIET_KERNEL,
                    resources={"metadata": {"path": str(notebook.parent)}}).execute()
     nbformat.write(nb, out_dir / notebook.name)
     html, _ = HTMLExporter().from_notebook_node(nb)

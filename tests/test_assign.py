@@ -84,3 +84,11 @@ def test_checks_pass_on_solution_and_fail_on_stub(path):
         exec(stub.source, namespace)  # noqa: S102
         with pytest.raises(AssertionError, match="not implemented"):
             exec(check.source, namespace)  # noqa: S102
+
+
+def test_notebooks_by_bare_name_and_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert assign.main([str(tmp_path / "out"), "01_embeddings.ipynb"]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["01_embeddings.ipynb"]
+    with pytest.raises(SystemExit, match="No notebook 99_missing.ipynb"):
+        assign.main([str(tmp_path / "out"), "99_missing.ipynb"])

@@ -67,11 +67,11 @@ def statuses(report):
 
 def test_instructor_full_student_zero_one_solved_partial(course, tmp_path):
     report, stdout = run_grader(course, course / "hw.ipynb", tmp_path)
-    assert (report["points"], report["max_points"]) == (5, 5)
+    assert (report["notebooks"][0]["points"], report["notebooks"][0]["max_points"]) == (5, 5)
     assert "add_check" in stdout and "5/5" in stdout
     student = assign.student_notebook(nbformat.read(course / "hw.ipynb", as_version=4))
     report, _ = run_grader(course, submit(tmp_path, student), tmp_path)
-    assert report["points"] == 0
+    assert report["notebooks"][0]["points"] == 0
     assert statuses(report)["add_check"][1].startswith("failed: NotImplementedError")
     student.cells[1].source = "def add(a, b):\n    return a + b"
     report, _ = run_grader(course, submit(tmp_path, student), tmp_path)
@@ -106,7 +106,7 @@ def test_deleted_cells(course, tmp_path):
     nb = assignment()
     del nb.cells[2]  # only a check: the grader puts the instructor's back, right after the solution
     report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)
-    assert report["points"] == 5
+    assert report["notebooks"][0]["points"] == 5
 
 
 def test_dead_kernel_and_unreadable_notebook(course, tmp_path):
@@ -118,7 +118,31 @@ def test_dead_kernel_and_unreadable_notebook(course, tmp_path):
     folder.mkdir()
     (folder / "hw.ipynb").write_text("{ this is not json")
     report, _ = run_grader(course, folder, tmp_path)
-    assert report["points"] == 0 and all("unreadable" in s for _, s in statuses(report).values())
+    assert report["notebooks"][0]["points"] == 0
+    assert all("unreadable" in s for _, s in statuses(report).values())
+
+
+def test_a_class_in_one_run_with_feedback_and_a_renamed_file(course, tmp_path):
+    """One folder per student: each row names its submission; a renamed file is reported, not lost."""
+    students = {"alice": assignment(), "bob": assignment(mul="    raise ValueError('x' * 500)")}
+    for name, nb in students.items():
+        (tmp_path / name).mkdir()
+        nbformat.write(nb, tmp_path / name / "hw.ipynb")
+    (tmp_path / "carol").mkdir()
+    nbformat.write(assignment(), tmp_path / "carol" / "hw (1).ipynb")
+    report_path, feedback = tmp_path / "class.json", tmp_path / "feedback"
+    out = subprocess.run([sys.executable, "-m", "course_utils.grade", *(str(tmp_path / n) for n in ("alice", "bob", "carol")),
+                          "--source", str(course), "--json", str(report_path), "--feedback", str(feedback)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1  # something was skipped: the instructor must look
+    report = json.loads(report_path.read_text())
+    totals = {Path(nb["submission"]).parent.name: nb["points"] for nb in report["notebooks"]}
+    assert totals == {"alice": 5, "bob": 2}
+    assert "alice/hw.ipynb" in out.stdout and "bob/hw.ipynb" in out.stdout and "SKIPPED" in out.stdout
+    assert report["skipped"][0]["submission"].endswith("hw (1).ipynb")
+    bob_mul = report["notebooks"][1]["exercises"][1]["status"]
+    assert bob_mul == "failed: ValueError: " + "x" * 500  # the JSON keeps the whole message
+    assert sorted(p.name for p in feedback.iterdir()) == ["alice__hw.ipynb", "bob__hw.ipynb"]
 
 
 def test_lesson_01_full_zero_and_partial(tmp_path, monkeypatch):
@@ -144,11 +168,11 @@ def test_lesson_01_full_zero_and_partial(tmp_path, monkeypatch):
     for proc in procs.values():
         proc.communicate(timeout=600)
     reports = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in runs}
-    total = reports["instructor"]["max_points"]
-    assert total >= 4 and reports["instructor"]["points"] == total
+    total = reports["instructor"]["notebooks"][0]["max_points"]
+    assert total >= 4 and reports["instructor"]["notebooks"][0]["points"] == total
     assert sum(row["points"] for row in student_rows) == 0
     assert statuses(reports["partial"])["cosine_distance_check"][1] == "passed"
-    assert 0 < reports["partial"]["points"] < total
+    assert 0 < reports["partial"]["notebooks"][0]["points"] < total
     # the student copy runs top to bottom except at the exercises: only their cells raise
     failing = [c for c in executed.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     assert failing and all(assign.grading(c) for c in failing)

@@ -109,3 +109,16 @@ def test_stub_and_non_tensor_are_rejected(check):
         check(stub)
     with pytest.raises(AssertionError, match="scalar tensor"):
         check(lambda e, l, **kw: 0.5)
+
+
+@pytest.mark.parametrize("check, wrong, diagnosis", [
+    (checks.check_contrastive_loss, lambda e, l, **kw: contrastive(e, l, **kw, normalize=False), "not L2-normalised"),
+    (checks.check_contrastive_loss, lambda e, l, **kw: contrastive(e, l, **kw, reduce=torch.mean), "over all pairs"),
+    (checks.check_triplet_loss, lambda e, l, **kw: triplet(e, l, **kw, normalize=False), "not L2-normalised"),
+    (checks.check_triplet_loss, lambda e, l, **kw: triplet(e, l, **kw, reduce=torch.mean), "over all triplets"),
+    (checks.check_triplet_loss, lambda e, l, margin=0.2: triplet(e, l, margin), "default margin is 0.2"),
+    (checks.check_circle_loss, lambda e, l, **kw: circle(e, l, **kw, all_anchors=True), "over all anchors"),
+])
+def test_checks_name_the_exact_mistake(check, wrong, diagnosis):
+    with pytest.raises(AssertionError, match=f"exactly what you get if .*{diagnosis}"):
+        check(wrong)
