@@ -5,11 +5,13 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
 
-METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+METRICS = ("p1", "r_precision", "map_r")  # the course's short names, used everywhere
+PML_NAMES = {"p1": "precision_at_1", "r_precision": "r_precision", "map_r": "mean_average_precision_at_r"}
+DISPLAY_NAMES = {"p1": "P@1", "r_precision": "R-Prec", "map_r": "MAP@R"}  # only for printing and plotting
 DISTANCES = ("euclidean", "cosine")
 
 
-def check_embeddings(embeddings, labels, name: str = "embeddings") -> None:
+def validate_embeddings(embeddings, labels, name: str = "embeddings") -> None:
     """Raise a clear ValueError unless ``embeddings`` is (N, D) and ``labels`` is (N,)."""
     if not torch.is_tensor(embeddings) or not torch.is_tensor(labels):
         raise TypeError(f"{name} and its labels must be torch tensors, "
@@ -21,7 +23,8 @@ def check_embeddings(embeddings, labels, name: str = "embeddings") -> None:
                          f"give one label per embedding")
 
 
-def check_distance(distance: str) -> None:
+def validate_distance(distance: str) -> None:
+    """Raise a clear ValueError unless ``distance`` is one the course supports."""
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, not {distance!r}")
 
@@ -41,7 +44,7 @@ def embed(model, dataset, device, batch_size: int = 512):
 
 def pairwise_distances(x, y, distance: str = "euclidean"):
     """Distances (N, M) between rows of x (N, D) and y (M, D); cosine distance is 1 - cosine similarity."""
-    check_distance(distance)
+    validate_distance(distance)
     if distance == "cosine":
         return 1 - F.normalize(x, dim=1) @ F.normalize(y, dim=1).T
     return torch.cdist(x, y)
@@ -71,18 +74,21 @@ def accuracy_calculator(k="max_bin_count", use_faiss=None) -> AccuracyCalculator
     use_faiss = has_faiss() if use_faiss is None else use_faiss
     knn = FaissKNN() if use_faiss else CustomKNN(
         LpDistance(normalize_embeddings=False))
-    return AccuracyCalculator(include=METRICS, k=k, knn_func=knn, device=torch.device("cpu"))
+    return AccuracyCalculator(include=tuple(PML_NAMES.values()), k=k, knn_func=knn, device=torch.device("cpu"))
 
 
 def retrieval_metrics(embeddings, labels, distance: str = "euclidean", calculator=None) -> dict:
-    """Leave-one-out retrieval within one set: every sample queries all the others. Returns PML's metric dict."""
-    check_embeddings(embeddings, labels)
-    check_distance(distance)
+    """Leave-one-out retrieval within one set: every sample queries all the others.
+
+    Returns ``{"p1", "r_precision", "map_r"}``: PML's metrics under the course's short names."""
+    validate_embeddings(embeddings, labels)
+    validate_distance(distance)
     embeddings = embeddings.detach().float().cpu()
     if distance == "cosine":  # on unit vectors, Euclidean order = cosine order
         embeddings = F.normalize(embeddings, dim=1)
     calculator = calculator or accuracy_calculator()
-    return calculator.get_accuracy(embeddings, labels.cpu(), embeddings, labels.cpu(), ref_includes_query=True)
+    pml = calculator.get_accuracy(embeddings, labels.cpu(), embeddings, labels.cpu(), ref_includes_query=True)
+    return {short: pml[name] for short, name in PML_NAMES.items()}
 
 
 def evaluate(model, dataset, device, distance: str = "euclidean") -> dict:
@@ -90,20 +96,45 @@ def evaluate(model, dataset, device, distance: str = "euclidean") -> dict:
     return retrieval_metrics(*embed(model, dataset, device), distance=distance)
 
 
-SHORT_NAMES = {"precision_at_1": "P@1", "r_precision": "R-Prec", "mean_average_precision_at_r": "MAP@R"}
-
-
 def evaluate_splits(model, datasets: dict, device, distance: str = "euclidean") -> dict:
     """``{split name: evaluate(model, dataset)}`` for several evaluation sets (e.g. seen and unseen classes)."""
     return {split: evaluate(model, dataset, device, distance) for split, dataset in datasets.items()}
 
 
+def _cell(metrics: dict, metric: str) -> str:
+    """One value, or ``mean±std`` where the metrics hold a standard deviation over seeds."""
+    std = metrics.get(f"{metric}_std")
+    return f"{metrics[metric]:.3f}" + (f"±{std:.3f}" if std is not None else "")
+
+
 def metrics_table(table: dict) -> str:
-    """``{method: {split: metrics}}`` as a text table: one row per method, one column per split and metric."""
+    """``{method: {split: metrics}}`` as a text table: one row per method, one column per split and metric
+    (``mean±std`` where a table holds ``f"{metric}_std"``, as a mean over seeds does)."""
     splits = list(next(iter(table.values())))
     columns = [(split, metric) for split in splits for metric in METRICS]
+    cells = {name: [_cell(table[name][split], m) for split, m in columns] for name in table}
     width = max(len(name) for name in table) + 2
-    header = " " * width + "  ".join(f"{split + ' ' + SHORT_NAMES[m]:>13}" for split, m in columns)
-    rows = [f"{name:<{width}}" + "  ".join(f"{table[name][split][m]:>13.3f}" for split, m in columns)
-            for name in table]
+    col = max(13, *(len(c) for row in cells.values() for c in row))
+    header = " " * width + "  ".join(f"{split + ' ' + DISPLAY_NAMES[m]:>{col}}" for split, m in columns)
+    rows = [f"{name:<{width}}" + "  ".join(f"{c:>{col}}" for c in cells[name]) for name in table]
     return "\n".join([header] + rows)
+
+
+def nearest_neighbour_confusion(embeddings, labels, num_classes: int, distance: str = "euclidean"):
+    """Counts (C, C): row = a query's class, column = the class of its nearest other sample (lesson 01).
+
+    The diagonal holds the P@1 hits; everything off it is a first-neighbour mistake."""
+    validate_embeddings(embeddings, labels)
+    _, nearest = top_k(embeddings.float(), embeddings.float(), k=1, distance=distance, exclude_self=True)
+    counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    counts.index_put_((labels.long(), labels[nearest[:, 0]].long()), torch.tensor(1), accumulate=True)
+    return counts
+
+
+def top_confusions(counts, class_names, n: int = 3) -> list:
+    """The ``n`` most frequent off-diagonal cells of a confusion count as (query class, found class, count)."""
+    off = counts.clone()
+    off.fill_diagonal_(0)
+    values, flat = off.flatten().topk(n)
+    size = counts.shape[1]
+    return [(class_names[int(i) // size], class_names[int(i) % size], int(v)) for v, i in zip(values, flat) if v > 0]

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from .data import denormalize
+from .evaluation import DISPLAY_NAMES
 
 
 def _axes(ax, figsize):
@@ -27,15 +28,20 @@ def umap_2d(embeddings, distance: str = "euclidean", seed: int = 0, n_neighbors:
     return reducer.fit_transform(data)
 
 
-def scatter(points, labels, class_names, ax=None, title=None, legend: bool = True):
-    """Scatter 2-D points (N, 2) coloured by class, with a legend of class names."""
+def display_name(key: str) -> str:
+    """A metric or history key for a reader: ``"unseen map_r"`` -> ``"unseen MAP@R"``."""
+    return " ".join(DISPLAY_NAMES.get(word, word) for word in str(key).split(" "))
+
+
+def scatter_2d(points, labels, class_names, ax=None, title=None, legend: bool = True, axis_name: str = "UMAP"):
+    """Scatter 2-D points (N, 2) coloured by class, with a legend of class names; axes "<axis_name> 1/2"."""
     fig, ax = _axes(ax, (6, 5))
     points, labels = np.asarray(points), np.asarray(labels)
     for c in np.unique(labels):
         mask = labels == c
         ax.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.6, color=class_color(c),
                    label=class_names[c], rasterized=True)
-    ax.set(xticks=[], yticks=[], xlabel="UMAP 1", ylabel="UMAP 2", title=title)
+    ax.set(xticks=[], yticks=[], xlabel=f"{axis_name} 1", ylabel=f"{axis_name} 2", title=title)
     if legend:
         ax.legend(markerscale=4, fontsize=8, loc="best", frameon=True)
     return fig
@@ -44,10 +50,11 @@ def scatter(points, labels, class_names, ax=None, title=None, legend: bool = Tru
 def umap_scatter(embeddings, labels, class_names, distance: str = "euclidean", seed: int = 0, ax=None,
                  title=None, legend: bool = True):
     """UMAP of embeddings (N, D) drawn as a class-coloured scatter plot."""
-    return scatter(umap_2d(embeddings, distance, seed), labels, class_names, ax, title, legend)
+    return scatter_2d(umap_2d(embeddings, distance, seed), labels, class_names, ax, title, legend)
 
 
-def _show(ax, image, title=None, color=None):
+def _draw_image(ax, image, title=None, color=None):
+    """Draw one normalised image (1, H, W) into ``ax``, optionally titled and framed in ``color``."""
     ax.imshow(denormalize(image).squeeze(0).cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
     ax.set(xticks=[], yticks=[])
     if title:
@@ -64,7 +71,7 @@ def show_images(images, labels, class_names, ncols: int = 10, title=None):
         ax.axis("off")
     for ax, image, label in zip(axes.flat, images, labels):
         ax.axis("on")
-        _show(ax, image, class_names[int(label)])
+        _draw_image(ax, image, class_names[int(label)])
     fig.suptitle(title)
     return fig
 
@@ -75,11 +82,11 @@ def retrieval_grid(query_images, query_labels, ref_images, ref_labels, indices, 
     n, k = indices.shape
     fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.4 * n), squeeze=False)
     for row in range(n):
-        _show(axes[row, 0], query_images[row], f"query:\n{class_names[int(query_labels[row])]}", "black")
+        _draw_image(axes[row, 0], query_images[row], f"query:\n{class_names[int(query_labels[row])]}", "black")
         for col in range(k):
             j = int(indices[row, col])
             hit = int(ref_labels[j]) == int(query_labels[row])
-            _show(axes[row, col + 1], ref_images[j], f"#{col + 1} {class_names[int(ref_labels[j])]}",
+            _draw_image(axes[row, col + 1], ref_images[j], f"#{col + 1} {class_names[int(ref_labels[j])]}",
                   "tab:green" if hit else "tab:red")
     fig.suptitle(title or "Nearest neighbours (green: same class, red: other class)")
     fig.tight_layout()
@@ -92,32 +99,36 @@ def training_curves(history, keys=("loss",), title=None):
     epochs = [row["epoch"] for row in history]
     for ax, key in zip(axes[0], keys):
         ax.plot(epochs, [row[key] for row in history], marker="o")
-        ax.set(xlabel="epoch", ylabel=key, title=key)
+        ax.set(xlabel="epoch", ylabel=display_name(key), title=display_name(key))
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def metric_bars(table: dict, metric: str = "mean_average_precision_at_r", ax=None, title=None, ylabel=None):
-    """Grouped bars of one metric from ``{method: {split: metrics}}``: one group per method, one bar per split."""
+def metric_bars(table: dict, metric: str = "map_r", ax=None, title=None, ylabel=None):
+    """Grouped bars of one metric from ``{method: {split: metrics}}``: one group per method, one bar per split.
+
+    Where the metrics hold ``f"{metric}_std"`` (a mean over seeds), the bars get error bars of one std."""
     fig, ax = _axes(ax, (7, 3.5))
     methods = list(table)
     splits = list(table[methods[0]])
     width = 0.8 / len(splits)
     for i, split in enumerate(splits):
         values = [table[m][split][metric] for m in methods]
-        bars = ax.bar(np.arange(len(methods)) + (i - (len(splits) - 1) / 2) * width, values, width, label=split)
+        errors = [table[m][split].get(f"{metric}_std", 0.0) for m in methods]
+        bars = ax.bar(np.arange(len(methods)) + (i - (len(splits) - 1) / 2) * width, values, width, label=split,
+                      yerr=errors if any(errors) else None, capsize=3)
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set(xticks=np.arange(len(methods)), xticklabels=methods, ylabel=ylabel or metric, ylim=(0, 1.05),
-           title=title or metric)
+    ax.set(xticks=np.arange(len(methods)), xticklabels=methods, ylabel=ylabel or display_name(metric),
+           ylim=(0, 1.05), title=title or display_name(metric))
     ax.legend(title="classes")
     return fig
 
 
 def triplet_regions(anchor, positive, negatives, margin: float, ax=None, title=None):
     """A 2-D anchor, its positive and negatives (N, 2), coloured by triplet kind, with the two circles that
-    separate hard, semi-hard and easy negatives."""
+    separate hard, semihard and easy negatives."""
     from .triplets import TRIPLET_TYPES, triplet_type
 
     fig, ax = _axes(ax, (8, 5.5))
@@ -144,7 +155,40 @@ def compare_histories(histories: dict, key: str, ax=None, title=None):
     fig, ax = _axes(ax, (6, 3.5))
     for name, history in histories.items():
         ax.plot([row["epoch"] for row in history], [row[key] for row in history], marker="o", label=name)
-    ax.set(xlabel="epoch", ylabel=key, title=title or key)
+    ax.set(xlabel="epoch", ylabel=display_name(key), title=title or display_name(key))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend()
     return fig
+
+
+def contrastive_terms(ax, pos_margin: float = 0.0, neg_margin: float = 1.0):
+    """Contrastive loss of one positive and one negative pair against their distance d in [0, 2] (lesson 02)."""
+    d = torch.linspace(0, 2, 201)
+    ax.plot(d, torch.relu(d - pos_margin), color="tab:green", label=f"positive pair: max(0, d - {pos_margin})")
+    ax.plot(d, torch.relu(neg_margin - d), color="tab:red", label=f"negative pair: max(0, {neg_margin} - d)")
+    ax.set(xlabel="distance d", ylabel="loss", ylim=(-0.05, 2.05),
+           title=f"$m_{{pos}}$={pos_margin}, $m_{{neg}}$={neg_margin}")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def circle_pair_loss(s_p, s_n, m: float = 0.4, gamma: float = 80):
+    """Circle loss of an anchor with one positive (similarity ``s_p``) and one negative (``s_n``), elementwise."""
+    s_p, s_n = torch.as_tensor(s_p), torch.as_tensor(s_n)
+    logit = gamma * torch.relu(s_n + m) * (s_n - m) - gamma * torch.relu(1 + m - s_p) * (s_p - (1 - m))
+    return torch.nn.functional.softplus(logit)
+
+
+def circle_loss_plane(ax, m: float = 0.4, gamma: float = 80):
+    """Circle loss of one positive (similarity s_p) and one negative (s_n) over the (s_n, s_p) plane, with its
+    decision boundary, the circle s_n² + (s_p - 1)² = 2m² (lesson 04)."""
+    s_n, s_p = torch.meshgrid(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201), indexing="xy")
+    image = ax.contourf(s_n, s_p, circle_pair_loss(s_p, s_n, m, gamma), levels=20, cmap="viridis")
+    ax.figure.colorbar(image, ax=ax, label="loss")
+    radius = (2 * m * m) ** 0.5
+    ax.add_patch(plt.Circle((0, 1), radius, fill=False, color="white", linestyle="--", linewidth=2))
+    ax.plot([], [], color="white", linestyle="--", label=f"boundary: radius √2·m = {radius:.2f}")
+    ax.set(xlabel="$s_n$ (negative similarity)", ylabel="$s_p$ (positive similarity)", aspect="equal",
+           xlim=(-1, 1), ylim=(-1, 1), title=f"Circle loss, m={m}, γ={gamma}")
+    ax.legend(fontsize=7, loc="lower left", facecolor="grey")
+    return ax

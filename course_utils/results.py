@@ -18,9 +18,20 @@ def load(path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def flatten(table: dict, prefix: str = "") -> dict:
+    """``{method: {split: {metric: value}}}`` (any depth) as ``{"method split metric": value}``."""
+    flat = {}
+    for key, value in table.items():
+        name = f"{prefix} {key}".strip()
+        flat.update(flatten(value, name) if isinstance(value, dict) else {name: value})
+    return flat
+
+
 def record(lesson: str, metrics: dict, path=None) -> dict:
-    """Merge ``metrics`` into the lesson's entry of the results file (if one is set) and return them, rounded."""
-    metrics = {name: round(float(value), 4) for name, value in metrics.items()}
+    """Merge ``metrics`` into the lesson's entry of the results file (if one is set) and return them, rounded.
+
+    ``metrics`` is flat (``{name: value}``) or a results table (``{method: {split: metrics}}``), flattened here."""
+    metrics = {name: round(float(value), 4) for name, value in flatten(metrics).items()}
     path = Path(path) if path else results_path()
     if path is not None:
         everything = load(path)

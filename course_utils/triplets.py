@@ -1,12 +1,12 @@
-"""Triplets (anchor, positive, negative) and their kinds: easy, semi-hard, hard (lesson 03)."""
+"""Triplets (anchor, positive, negative) and their kinds: easy, semihard, hard (lesson 03)."""
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-TRIPLET_TYPES = ("easy", "semi-hard", "hard")
+TRIPLET_TYPES = ("easy", "semihard", "hard")  # PML's spelling, as TripletMarginMiner's type_of_triplets
 
 
 def triplet_type(d_ap, d_an, margin: float):
-    """0 easy (d_an > d_ap + margin), 1 semi-hard (d_ap < d_an <= d_ap + margin), 2 hard (d_an <= d_ap)."""
+    """0 easy (d_an > d_ap + margin), 1 semihard (d_ap < d_an <= d_ap + margin), 2 hard (d_an <= d_ap)."""
     gap = torch.as_tensor(d_an) - torch.as_tensor(d_ap)
     return torch.where(gap > margin, 0, torch.where(gap > 0, 1, 2))
 

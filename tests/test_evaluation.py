@@ -18,7 +18,7 @@ def naive_metrics(embeddings, labels):
         p1 += hits[0]
         rp += sum(hits[:r]) / r
         mapr += sum(sum(hits[:i + 1]) / (i + 1) for i in range(r) if hits[i]) / r
-    return {"precision_at_1": p1 / n, "r_precision": rp / n, "mean_average_precision_at_r": mapr / n}
+    return {"p1": p1 / n, "r_precision": rp / n, "map_r": mapr / n}
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_metrics_table_lays_out_methods_and_splits(batch):
     lines = table.splitlines()
     assert len(lines) == 3 and "unseen MAP@R" in lines[0]
     assert lines[1].split()[0] == "raw"
-    assert float(lines[2].split()[1]) == pytest.approx(metrics["precision_at_1"], abs=1e-3)
+    assert float(lines[2].split()[1]) == pytest.approx(metrics["p1"], abs=1e-3)
 
 
 def test_evaluate_splits_uses_each_dataset(batch):
@@ -104,3 +104,28 @@ def test_evaluate_splits_uses_each_dataset(batch):
     out = evaluation.evaluate_splits(torch.nn.Identity(), sets, torch.device("cpu"))
     assert out["a"] == pytest.approx(evaluation.retrieval_metrics(embeddings, labels))
     assert out["b"] == pytest.approx(evaluation.retrieval_metrics(embeddings[:20], labels[:20]))
+
+
+def test_nearest_neighbour_confusion_matches_loop(batch):
+    embeddings, labels = batch
+    counts = evaluation.nearest_neighbour_confusion(embeddings, labels, num_classes=4)
+    expected = torch.zeros(4, 4, dtype=torch.long)
+    for q in range(len(labels)):
+        nearest = min((j for j in range(len(labels)) if j != q),
+                      key=lambda j: math.dist(embeddings[q].tolist(), embeddings[j].tolist()))
+        expected[labels[q], labels[nearest]] += 1
+    assert torch.equal(counts, expected)
+    p1 = evaluation.retrieval_metrics(embeddings, labels)["p1"]
+    assert counts.diagonal().sum().item() / len(labels) == pytest.approx(p1)
+
+
+def test_top_confusions_lists_the_largest_mistakes():
+    counts = torch.tensor([[9, 1, 0], [5, 3, 2], [0, 0, 7]])
+    assert evaluation.top_confusions(counts, ("a", "b", "c"), n=2) == [("b", "a", 5), ("b", "c", 2)]
+
+
+def test_metrics_table_shows_the_seed_spread():
+    table = {"a": {"seen": {"p1": 0.5, "r_precision": 0.4, "map_r": 0.3, "p1_std": 0.01, "r_precision_std": 0.02,
+                            "map_r_std": 0.03}}}
+    row = evaluation.metrics_table(table).splitlines()[1].split()
+    assert row == ["a", "0.500±0.010", "0.400±0.020", "0.300±0.030"]

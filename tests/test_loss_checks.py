@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import checks
+from course_utils import exercises
 
 
 def masks(labels, include_self=False):
@@ -54,9 +54,9 @@ def circle(embeddings, labels, m=0.4, gamma=80, normalize=True, include_self=Fal
 
 
 def test_right_answers_pass(capsys):
-    checks.check_contrastive_loss(contrastive)
-    checks.check_triplet_loss(triplet)
-    checks.check_circle_loss(circle)
+    exercises.check_contrastive_loss(contrastive)
+    exercises.check_triplet_loss(triplet)
+    exercises.check_circle_loss(circle)
     assert capsys.readouterr().out.count("✓") == 3
 
 
@@ -65,12 +65,12 @@ def test_right_answers_pass(capsys):
     ids=["margin sign", "no normalisation", "mean over all", "one average for both"])
 def test_contrastive_check_rejects(mistake):
     with pytest.raises(AssertionError, match="expected .* \\(PML\\)"):
-        checks.check_contrastive_loss(lambda e, l, **kw: contrastive(e, l, **kw, **mistake))
+        exercises.check_contrastive_loss(lambda e, l, **kw: contrastive(e, l, **kw, **mistake))
 
 
 def test_contrastive_check_rejects_wrong_defaults():
     with pytest.raises(AssertionError, match="default arguments"):
-        checks.check_contrastive_loss(lambda e, l, pos_margin=0.0, neg_margin=0.5: contrastive(e, l, pos_margin, neg_margin))
+        exercises.check_contrastive_loss(lambda e, l, pos_margin=0.0, neg_margin=0.5: contrastive(e, l, pos_margin, neg_margin))
 
 
 @pytest.mark.parametrize("mistake", [
@@ -78,12 +78,12 @@ def test_contrastive_check_rejects_wrong_defaults():
     ids=["margin sign", "no normalisation", "mean over all", "anchor as its own positive"])
 def test_triplet_check_rejects(mistake):
     with pytest.raises(AssertionError, match="expected"):
-        checks.check_triplet_loss(lambda e, l, **kw: triplet(e, l, **kw, **mistake))
+        exercises.check_triplet_loss(lambda e, l, **kw: triplet(e, l, **kw, **mistake))
 
 
 def test_triplet_check_rejects_the_wrong_default_margin():
     with pytest.raises(AssertionError, match="0.05"):
-        checks.check_triplet_loss(lambda e, l, margin=0.2: triplet(e, l, margin))
+        exercises.check_triplet_loss(lambda e, l, margin=0.2: triplet(e, l, margin))
 
 
 @pytest.mark.parametrize("mistake", [
@@ -91,16 +91,16 @@ def test_triplet_check_rejects_the_wrong_default_margin():
     ids=["no normalisation", "anchor as its own positive", "mean over all anchors", "Euclidean distance"])
 def test_circle_check_rejects(mistake):
     with pytest.raises(AssertionError, match="expected"):
-        checks.check_circle_loss(lambda e, l, **kw: circle(e, l, **kw, **mistake))
+        exercises.check_circle_loss(lambda e, l, **kw: circle(e, l, **kw, **mistake))
 
 
 def test_circle_check_catches_missing_detach_through_the_gradient():
     with pytest.raises(AssertionError, match="gradient differs"):
-        checks.check_circle_loss(lambda e, l, **kw: circle(e, l, **kw, detach=False))
+        exercises.check_circle_loss(lambda e, l, **kw: circle(e, l, **kw, detach=False))
 
 
-@pytest.mark.parametrize("check", [checks.check_contrastive_loss, checks.check_triplet_loss,
-                                   checks.check_circle_loss])
+@pytest.mark.parametrize("check", [exercises.check_contrastive_loss, exercises.check_triplet_loss,
+                                   exercises.check_circle_loss])
 def test_stub_and_non_tensor_are_rejected(check):
     def stub(embeddings, labels, **kwargs):
         raise NotImplementedError()
@@ -112,12 +112,12 @@ def test_stub_and_non_tensor_are_rejected(check):
 
 
 @pytest.mark.parametrize("check, wrong, diagnosis", [
-    (checks.check_contrastive_loss, lambda e, l, **kw: contrastive(e, l, **kw, normalize=False), "not L2-normalised"),
-    (checks.check_contrastive_loss, lambda e, l, **kw: contrastive(e, l, **kw, reduce=torch.mean), "over all pairs"),
-    (checks.check_triplet_loss, lambda e, l, **kw: triplet(e, l, **kw, normalize=False), "not L2-normalised"),
-    (checks.check_triplet_loss, lambda e, l, **kw: triplet(e, l, **kw, reduce=torch.mean), "over all triplets"),
-    (checks.check_triplet_loss, lambda e, l, margin=0.2: triplet(e, l, margin), "default margin is 0.2"),
-    (checks.check_circle_loss, lambda e, l, **kw: circle(e, l, **kw, all_anchors=True), "over all anchors"),
+    (exercises.check_contrastive_loss, lambda e, l, **kw: contrastive(e, l, **kw, normalize=False), "not L2-normalised"),
+    (exercises.check_contrastive_loss, lambda e, l, **kw: contrastive(e, l, **kw, reduce=torch.mean), "over all pairs"),
+    (exercises.check_triplet_loss, lambda e, l, **kw: triplet(e, l, **kw, normalize=False), "not L2-normalised"),
+    (exercises.check_triplet_loss, lambda e, l, **kw: triplet(e, l, **kw, reduce=torch.mean), "over all triplets"),
+    (exercises.check_triplet_loss, lambda e, l, margin=0.2: triplet(e, l, margin), "default margin is 0.2"),
+    (exercises.check_circle_loss, lambda e, l, **kw: circle(e, l, **kw, all_anchors=True), "over all anchors"),
 ])
 def test_checks_name_the_exact_mistake(check, wrong, diagnosis):
     with pytest.raises(AssertionError, match=f"exactly what you get if .*{diagnosis}"):

@@ -17,3 +17,9 @@ def test_record_without_a_path_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert results.record("01", {"p1": 1}) == {"p1": 1.0}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_record_flattens_a_table(tmp_path):
+    table = {"raw pixels": {"seen": {"p1": 0.5, "map_r": 0.25}, "unseen": {"p1": 1}}}
+    assert results.record("02", table, tmp_path / "r.json") == {
+        "raw pixels seen p1": 0.5, "raw pixels seen map_r": 0.25, "raw pixels unseen p1": 1.0}

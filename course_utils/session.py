@@ -1,4 +1,4 @@
-"""Seeding, device choice and quick mode: the one explicit ``setup`` call of every lesson."""
+"""The session of a lesson: seeding, device choice and quick mode, all in the one explicit ``setup`` call (lesson 00)."""
 import os
 import random
 from dataclasses import dataclass

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import checks
+from course_utils import exercises
 
 
 def cosine_right(x, y):
@@ -15,7 +15,7 @@ def cosine_stub(x, y):
 
 
 def test_cosine_check_accepts_right_answer(capsys):
-    checks.check_cosine_distance(cosine_right)
+    exercises.check_cosine_distance(cosine_right)
     assert "✓" in capsys.readouterr().out
 
 
@@ -30,7 +30,7 @@ def test_cosine_check_accepts_right_answer(capsys):
 ])
 def test_cosine_check_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):
-        checks.check_cosine_distance(wrong)
+        exercises.check_cosine_distance(wrong)
 
 
 def r_precision_right(embeddings, labels):
@@ -62,16 +62,16 @@ def precision_at_1_instead(embeddings, labels):
 
 
 def test_r_precision_check_accepts_right_answer(capsys):
-    checks.check_r_precision(r_precision_right)
+    exercises.check_r_precision(r_precision_right)
     assert "✓" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong", [r_precision_with_self, r_precision_r_with_self, precision_at_1_instead])
 def test_r_precision_check_rejects(wrong):
     with pytest.raises(AssertionError, match="Expected R-Precision"):
-        checks.check_r_precision(wrong)
+        exercises.check_r_precision(wrong)
 
 
 def test_r_precision_check_rejects_non_numbers():
     with pytest.raises(AssertionError, match="one number"):
-        checks.check_r_precision(lambda e, l: torch.zeros(3))
+        exercises.check_r_precision(lambda e, l: torch.zeros(3))
