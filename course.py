@@ -38,7 +38,7 @@ def ensure_env() -> None:
         except subprocess.CalledProcessError:
             sys.exit("Could not create a virtual environment with pip. On Debian or Ubuntu, install the "
                      "package python3-venv (sudo apt install python3-venv), remove .venv/ and try again.")
-    sh(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[dev]")
+    sh(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[lab,dev]")
     MARKER.write_text(stamp)
 
 
@@ -55,7 +55,7 @@ def main(argv) -> int:
     check_data()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if command == "run":
-        sh(PYTHON, "-m", "course_utils.run_course", *argv[1:], env=env)
+        sh(PYTHON, "-m", "course_utils.instructor.run_course", *argv[1:], env=env)
     elif command == "test":
         env["COURSE_QUICK"] = "1"
         sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", "tests", "notebooks", *argv[1:], env=env)

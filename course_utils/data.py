@@ -2,11 +2,14 @@
 import gzip
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from . import paths
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -24,9 +27,9 @@ class DataFileError(RuntimeError):
 
 
 def default_root() -> Path:
-    """``$COURSE_DATA`` if set, else the repository's ``data/fashion_mnist``."""
+    """``$COURSE_DATA`` if set, else the course's ``data/fashion_mnist`` (see ``paths.course_root``)."""
     env = os.environ.get("COURSE_DATA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "fashion_mnist"
+    return Path(env) if env else paths.data_dir()
 
 
 def _fix_hint(root: Path) -> str:
@@ -44,12 +47,24 @@ def read_checksums(root=None) -> dict:
     return {name: digest for digest, name in pairs}
 
 
+def _gunzip_blocks(path):
+    """The decompressed bytes of a gzip file, block by block; ``DataFileError`` if it is missing or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"Data file {path} is missing. {_fix_hint(path.parent)}")
+    try:
+        with gzip.open(path, "rb") as f:
+            yield from iter(lambda: f.read(1 << 20), b"")
+    except (OSError, EOFError, zlib.error) as err:  # truncated, flipped bytes, bad CRC, not gzip at all
+        raise DataFileError(f"Data file {path} is damaged ({type(err).__name__}: {err}). "
+                            f"{_fix_hint(path.parent)}") from err
+
+
 def idx_sha256(path) -> str:
     """SHA-256 of a gzip file's decompressed content."""
     digest = hashlib.sha256()
-    with gzip.open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in _gunzip_blocks(path):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -58,12 +73,7 @@ def verify(root=None) -> None:
     root = Path(root or default_root())
     for name, expected in read_checksums(root).items():
         path = root / name
-        if not path.is_file():
-            raise DataFileError(f"Data file {path} is missing. {_fix_hint(root)}")
-        try:
-            actual = idx_sha256(path)
-        except (OSError, EOFError) as err:
-            raise DataFileError(f"Data file {path} is damaged ({err}). {_fix_hint(root)}") from err
+        actual = idx_sha256(path)
         if actual != expected:
             raise DataFileError(f"Data file {path} does not match its checksum "
                                 f"(expected {expected[:12]}…, got {actual[:12]}…). {_fix_hint(root)}")
@@ -71,8 +81,7 @@ def verify(root=None) -> None:
 
 def read_idx(path) -> torch.Tensor:
     """Read a gzip-compressed IDX file (the MNIST format) into a tensor of its stored shape and type."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    raw = b"".join(_gunzip_blocks(path))
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataFileError(f"{path} is not an IDX file (bad magic number).")
     ndim = raw[3]
@@ -139,3 +148,30 @@ def download(root=None, mirror=None, resources=None) -> Path:
             download_url(mirror + filename, root=str(root), filename=filename, md5=md5)
     verify(root)
     return root
+
+
+def make_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True, sampler=None) -> DataLoader:
+    """Batches of ``dataset`` whose shuffling is seeded, so a rerun sees the same batches (lesson 01).
+
+    With a ``sampler`` (lesson 06), the sampler decides the order and the loader does not shuffle."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, generator=generator, drop_last=True)
+
+
+def split_per_class(dataset: TensorDataset, sizes, seed: int = 0) -> list:
+    """Disjoint class-balanced random subsets, ``sizes[i]`` samples of each class in the i-th.
+
+    The first subset is exactly ``subsample(dataset, sizes[0], seed)``: adding a validation subset after it
+    leaves the training images unchanged."""
+    images, labels = dataset.tensors
+    gen = torch.Generator().manual_seed(seed)
+    picks = [[] for _ in sizes]
+    for c in labels.unique():
+        idx = (labels == c).nonzero().squeeze(1)
+        order, start = idx[torch.randperm(len(idx), generator=gen)], 0
+        for pick, size in zip(picks, sizes):
+            pick.append(order[start:start + size])
+            start += size
+    keeps = [torch.cat(pick).sort().values for pick in picks]
+    return [TensorDataset(images[keep], labels[keep]) for keep in keeps]

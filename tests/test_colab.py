@@ -1,9 +1,12 @@
+"""The Colab badges and set-up cell, made from the repository URL in pyproject.toml."""
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 
-from course_utils import colab
+from course_utils.instructor import colab
 
 REPO = Path(__file__).resolve().parent.parent
 NEW = "https://github.com/someone/fork-of-the-course"
@@ -39,3 +42,18 @@ def test_readme_badges_point_at_the_repository():
     text = (REPO / "README.md").read_text()
     assert colab.BADGE_RE.search(text)
     assert colab.sync_badges(text, colab.repo_url()) == text
+
+
+def test_setup_cell_installs_only_the_base():
+    """No extras on Colab: its own torch, Jupyter and ipywidgets stay (tests/test_packaging.py checks the base)."""
+    source = colab.setup_cell(NEW)
+    assert '"pip", "install", "-q", "-e", "/content/course"]' in source and "[lab" not in source and "dev]" not in source
+
+
+def test_the_old_module_name_still_works():
+    """``python -m course_utils.colab`` is kept for one release as an alias of the instructor's tool."""
+    from course_utils import colab as old
+
+    assert old is colab
+    run = subprocess.run([sys.executable, "-m", "course_utils.colab", "--help"], capture_output=True, text=True)
+    assert run.returncode == 0 and "rewrite the badges and Colab cells" in run.stdout

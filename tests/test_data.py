@@ -2,8 +2,10 @@ import functools
 import gzip
 import hashlib
 import http.server
+import re
 import shutil
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -78,6 +80,48 @@ def test_truncated_gzip_is_named(tiny_fashion):
         data.verify(root)
 
 
+def middle_of_deflate_stream(gz: bytes) -> int:
+    """The middle of a gzip file's compressed data: after the 10-byte header and its zero-ended file name
+    (present when the FNAME flag, 0x08, is set), before the 8-byte trailer (RFC 1952)."""
+    start = gz.index(b"\0", 10) + 1 if gz[3] & 0x08 else 10
+    return (start + len(gz) - 8) // 2
+
+
+def test_flipped_compressed_byte_is_named(tiny_fashion):
+    """A byte flipped inside the compressed stream: gzip itself raises zlib.error or BadGzipFile (the oracle);
+    verify and read_idx raise DataFileError naming the file and the fix instead."""
+    root, arrays = tiny_fashion
+    raised = set()
+    for name in arrays:
+        path = root / name
+        original = path.read_bytes()
+        flipped = bytearray(original)
+        flipped[middle_of_deflate_stream(original)] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+        with pytest.raises((zlib.error, gzip.BadGzipFile)) as raw:
+            gzip.decompress(bytes(flipped))
+        raised.add(raw.type)
+        message = rf"{re.escape(name)} is damaged \({raw.type.__name__}: .*git checkout"
+        with pytest.raises(data.DataFileError, match=message):
+            data.verify(root)
+        with pytest.raises(data.DataFileError, match=message):
+            data.read_idx(path)
+        path.write_bytes(original)
+    assert raised == {zlib.error, gzip.BadGzipFile}  # zlib.error used to escape as a raw traceback
+
+
+def test_read_idx_names_a_missing_file(tmp_path):
+    with pytest.raises(data.DataFileError, match=r"nothing\.gz is missing"):
+        data.read_idx(tmp_path / "nothing.gz")
+
+
+def test_course_data_overrides_the_course_root(tiny_fashion, tmp_path_factory, monkeypatch):
+    root, _ = tiny_fashion
+    monkeypatch.setenv("COURSE_ROOT", str(tmp_path_factory.mktemp("not_a_course")))
+    monkeypatch.setenv("COURSE_DATA", str(root))
+    assert data.default_root() == root and len(data.load_fashion_mnist("test")) == 10
+
+
 def test_seen_unseen_is_a_partition(tiny_fashion):
     root, _ = tiny_fashion
     train = data.load_fashion_mnist("train", root)
@@ -128,3 +172,13 @@ def test_download_rejects_a_bad_mirror(mirror, tmp_path_factory):
     target = tmp_path_factory.mktemp("target")
     with pytest.raises(RuntimeError, match="not found or corrupted"):
         data.download(target, mirror=url, resources=[(data.FILES["train"][0], "0" * 32)])
+
+
+def test_split_per_class_is_disjoint_and_extends_subsample():
+    images = torch.arange(60).float()[:, None]
+    labels = torch.arange(60) % 3
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    first, second = data.split_per_class(dataset, (5, 4), seed=7)
+    assert torch.equal(first.tensors[0], data.subsample(dataset, 5, seed=7).tensors[0])
+    assert torch.bincount(second.tensors[1]).tolist() == [4, 4, 4]
+    assert not set(first.tensors[0].flatten().tolist()) & set(second.tensors[0].flatten().tolist())

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils import assign, grade
+from course_utils.instructor import assign, grade
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,10 +46,14 @@ def course(tmp_path):
     return source
 
 
+def grader(*args, module="course_utils.instructor.grade") -> subprocess.CompletedProcess:
+    """The grader's command line, run in a subprocess as an instructor would."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True)
+
+
 def run_grader(source, submission, tmp_path, timeout=20):
     report = tmp_path / "report.json"
-    out = subprocess.run([sys.executable, "-m", "course_utils.grade", str(submission), "--source", str(source),
-                          "--json", str(report), "--timeout", str(timeout)], capture_output=True, text=True)
+    out = grader(submission, "--source", source, "--json", report, "--timeout", timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(report.read_text()), out.stdout
 
@@ -109,6 +113,49 @@ def test_deleted_cells(course, tmp_path):
     assert report["notebooks"][0]["points"] == 5
 
 
+def without_metadata(nb):
+    """The notebook as an editor that drops cell metadata, or copying cells into a fresh notebook, leaves it."""
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        cell.metadata = {}
+    return nb
+
+
+def test_solution_cells_without_metadata_are_found_by_the_name_they_define(course):
+    instructor = nbformat.read(course / "hw.ipynb", as_version=4)
+    nb = without_metadata(assignment())
+    nb.cells.insert(1, nbformat.v4.new_code_cell("def add(a, b):\n    return 0  # a first try"))
+    nb.cells[4].metadata = meta("mul", True)  # this one kept its metadata
+    recovered, notes = grade.recover_solutions(nb, instructor)
+    assert notes == {"add": "nbgrader metadata lost: graded the cell that defines add"}
+    ids = [assign.grading(c).get("grade_id") for c in recovered.cells]
+    assert ids == [None, None, "add", None, "mul", None, None]  # the last definition of add is the solution
+    prepared = [assign.grading(c).get("grade_id") for c in grade.prepare(recovered, instructor).cells]
+    assert prepared == [None, None, "add", "add_check", None, "mul", "mul_check", None, None]
+    del nb.cells[1:3]  # no cell defines add any more: deleted, as before
+    assert grade.recover_solutions(nb, instructor)[1] == {}
+
+
+def test_lost_metadata_is_graded_with_the_hidden_tests_and_flagged(course, tmp_path):
+    nb = without_metadata(assignment(add="    return 3", mul="    return a * b"))  # add fails a hidden test
+    report, stdout = run_grader(course, submit(tmp_path, nb), tmp_path)
+    assert statuses(report)["add_check"][0] == 0 and "AssertionError" in statuses(report)["add_check"][1]
+    assert statuses(report)["mul_check"] == (3, "passed")
+    notes = [row["note"] for row in report["notebooks"][0]["exercises"]]
+    assert notes == [f"nbgrader metadata lost: graded the cell that defines {name}" for name in ("add", "mul")]
+    assert "passed  [nbgrader metadata lost: graded the cell that defines mul]" in stdout
+
+
+def test_the_old_module_name_still_works(course, tmp_path):
+    """``python -m course_utils.grade`` is kept for one release as an alias of the instructor's grader."""
+    from course_utils import grade as old
+
+    assert old is grade
+    out = grader(course / "hw.ipynb", "--source", course, "--json", tmp_path / "r.json", module="course_utils.grade")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "r.json").read_text())["notebooks"][0]["points"] == 5
+
+
 def test_dead_kernel_and_unreadable_notebook(course, tmp_path):
     nb = assignment(mul="    return a * b\nimport os\nos._exit(1)")
     report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)
@@ -131,10 +178,10 @@ def test_a_class_in_one_run_with_feedback_and_a_renamed_file(course, tmp_path):
     (tmp_path / "carol").mkdir()
     nbformat.write(assignment(), tmp_path / "carol" / "hw (1).ipynb")
     report_path, feedback = tmp_path / "class.json", tmp_path / "feedback"
-    out = subprocess.run([sys.executable, "-m", "course_utils.grade", *(str(tmp_path / n) for n in ("alice", "bob", "carol")),
-                          "--source", str(course), "--json", str(report_path), "--feedback", str(feedback)],
-                         capture_output=True, text=True)
+    folders = [tmp_path / name for name in ("alice", "bob", "carol")]
+    out = grader(*folders, "--source", course, "--json", report_path, "--feedback", feedback, "--jobs", 2)
     assert out.returncode == 1  # something was skipped: the instructor must look
+    assert "grading: 100%" in out.stderr and "2/2" in out.stderr  # the progress bar
     report = json.loads(report_path.read_text())
     totals = {Path(nb["submission"]).parent.name: nb["points"] for nb in report["notebooks"]}
     assert totals == {"alice": 5, "bob": 2}
@@ -143,6 +190,9 @@ def test_a_class_in_one_run_with_feedback_and_a_renamed_file(course, tmp_path):
     bob_mul = report["notebooks"][1]["exercises"][1]["status"]
     assert bob_mul == "failed: ValueError: " + "x" * 500  # the JSON keeps the whole message
     assert sorted(p.name for p in feedback.iterdir()) == ["alice__hw.ipynb", "bob__hw.ipynb"]
+    one_at_a_time = grader(*folders, "--source", course, "--json", tmp_path / "serial.json", "--jobs", 1)
+    assert json.loads((tmp_path / "serial.json").read_text()) == report  # --jobs 2 changed nothing but the time
+    assert one_at_a_time.stdout == out.stdout
 
 
 def test_lesson_01_full_zero_and_partial(tmp_path, monkeypatch):
@@ -157,7 +207,7 @@ def test_lesson_01_full_zero_and_partial(tmp_path, monkeypatch):
     (tmp_path / "partial").mkdir()
     nbformat.write(partial, tmp_path / "partial" / source.name)
     runs = {"instructor": source, "partial": tmp_path / "partial" / source.name}
-    procs = {name: subprocess.Popen([sys.executable, "-m", "course_utils.grade", str(path), "--json",
+    procs = {name: subprocess.Popen([sys.executable, "-m", "course_utils.instructor.grade", str(path), "--json",
                                      str(tmp_path / f"{name}.json")], stdout=subprocess.PIPE, text=True)
              for name, path in runs.items()}
     # meanwhile, the untouched student copy in this process, keeping the executed cells to inspect
@@ -176,3 +226,21 @@ def test_lesson_01_full_zero_and_partial(tmp_path, monkeypatch):
     # the student copy runs top to bottom except at the exercises: only their cells raise
     failing = [c for c in executed.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     assert failing and all(assign.grading(c) for c in failing)
+
+
+def test_written_answers_stay_the_students_and_are_left_for_hand_grading(tmp_path):
+    """A markdown answer cell (nbgrader: solution and grade) is not a check: the grader keeps the student's text."""
+    instructor = assignment()
+    answer = nbformat.v4.new_markdown_cell("The model answer.", metadata=meta("why", True, points=1))
+    instructor.cells.insert(3, answer)
+    source = tmp_path / "source"
+    source.mkdir()
+    nbformat.write(instructor, source / "hw.ipynb")
+    student = assign.student_notebook(instructor)
+    student.cells[3].source = "My own prediction."
+    prepared = grade.prepare(student, instructor)
+    assert prepared.cells[3].source == "My own prediction."
+    report, table = run_grader(source, submit(tmp_path, student), tmp_path)
+    row = next(r for r in report["notebooks"][0]["exercises"] if r["grade_id"] == "why")
+    assert (row["points"], row["max_points"], row["status"]) == (0, 0, "written answer: grade by hand")
+    assert "worth 1 point" in row["note"] and "grade by hand" in table

@@ -23,7 +23,7 @@ def test_runner_saves_notebooks_html_and_results(tmp_path):
                           "results.record('01_good', {'p1': 0.5})")
     bad = write_notebook(tmp_path / "02_bad.ipynb", "raise ValueError('broken lesson')")
     out = tmp_path / "build"
-    run = subprocess.run([sys.executable, "-m", "course_utils.run_course", "--quick", "--out", str(out),
+    run = subprocess.run([sys.executable, "-m", "course_utils.instructor.run_course", "--quick", "--out", str(out),
                           str(bad), str(good)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 1
     assert "02_bad.ipynb" in run.stdout and "FAILED" in run.stdout and "broken lesson" in run.stdout
@@ -35,6 +35,19 @@ def test_runner_saves_notebooks_html_and_results(tmp_path):
     assert everything["01_good"]["p1"] == 0.5 and everything["01_good"]["wall_time_s"] > 0
     assert "wall_time_s" in everything["02_bad"]
     assert "Headline results" in run.stdout and "p1" in run.stdout
+
+
+def test_the_old_module_name_still_works(tmp_path):
+    """``python -m course_utils.run_course`` is kept for one release as an alias of the instructor's runner."""
+    from course_utils import run_course
+    from course_utils.instructor import run_course as new
+
+    assert run_course is new
+    good = write_notebook(tmp_path / "01_good.ipynb", "print('hello')")
+    run = subprocess.run([sys.executable, "-m", "course_utils.run_course", "--quick", "--out", str(tmp_path / "build"),
+                          str(good)], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and " ok" in run.stdout, run.stderr
+    assert (tmp_path / "build" / "01_good.html").is_file()
 
 
 def test_course_script_explains_its_commands():
