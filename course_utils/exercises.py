@@ -72,7 +72,7 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-5 * max(1.0, abs(b))
 
 
-def _compare_loss(name, fn, reference, embeddings, labels, kwargs, hints, mistakes=None):
+def _compare_loss(name, fn, reference, embeddings, labels, kwargs, hints, mistakes=None, gradient_hint=""):
     """Compare a student's loss (value and gradient) with PML's ``reference`` on one batch. ``mistakes``
     maps a description of a typical mistake to a PML loss factory that makes exactly that mistake."""
     student_input = embeddings.clone().requires_grad_(True)
@@ -93,7 +93,7 @@ def _compare_loss(name, fn, reference, embeddings, labels, kwargs, hints, mistak
     result.backward()
     expected.backward()
     assert torch.allclose(student_input.grad, pml_input.grad, atol=1e-5, rtol=1e-4), \
-        f"{name} with {settings}: the value is right but the gradient differs from PML's."
+        f"{name} with {settings}: the value is right but the gradient differs from PML's.{gradient_hint}"
 
 
 def _loss_batches(num_batches: int = 4):
@@ -167,5 +167,34 @@ def check_circle_loss(circle_loss) -> None:
     for (embeddings, labels), kwargs in zip(_loss_batches(), settings):
         _compare_loss("circle_loss", circle_loss, CircleLoss, embeddings, labels, kwargs, hints, {
             "the mean is taken over all anchors, also those without a positive or a negative":
-                lambda **kw: CircleLoss(**kw, reducer=MeanReducer())})
+                lambda **kw: CircleLoss(**kw, reducer=MeanReducer())},
+            gradient_hint=" Compute the weights alpha_p and alpha_n from sim.detach(): the paper treats them as "
+                          "constants, so no gradient may flow through them.")
     print("✓ circle_loss matches PML's CircleLoss (values and gradients).")
+
+
+def check_experiment(experiment, *args, methods, splits=("seen", "unseen")) -> dict:
+    """Experiment exercises (lessons 02-04): run the student's ``experiment(*args)`` and check that it returned
+    a results table with ``methods`` on ``splits``; returns the table for the comparison that follows."""
+    table = _call(experiment, *args)
+    check_results_table(table, methods, splits)
+    return table
+
+
+def check_results_table(table, methods, splits=("seen", "unseen")) -> None:
+    """Experiment exercises (lessons 02-04): ``table`` is a results table ``{method: {split: {"p1", "r_precision",
+    "map_r"}}}`` holding the requested methods and splits, as ``lesson.results_table`` returns it."""
+    assert isinstance(table, dict), f"Return a results table (a dict), not {type(table).__name__}: use lesson.results_table."
+    missing = [m for m in methods if m not in table]
+    assert not missing, f"The table has no row {missing[0]!r}; its rows are {list(table)}. Name the model {missing[0]!r}."
+    for method in methods:
+        row = table[method]
+        assert isinstance(row, dict) and all(split in row for split in splits), \
+            f"Row {method!r} should have the test sets {list(splits)}, it has {list(row) if isinstance(row, dict) else row}."
+        for split in splits:
+            metrics = row[split]
+            absent = [m for m in evaluation.METRICS if m not in metrics]
+            assert not absent, f"{method!r}, {split}: the metric {absent[0]!r} is missing (keys: p1, r_precision, map_r)."
+            bad = {m: metrics[m] for m in evaluation.METRICS if not 0 <= float(metrics[m]) <= 1}
+            assert not bad, f"{method!r}, {split}: retrieval metrics lie in [0, 1], got {bad}."
+    print(f"✓ the table holds {', '.join(map(repr, methods))} on {', '.join(splits)}: now compare it with your prediction.")

@@ -38,7 +38,7 @@ class Budget:
 
 
 QUICK = Budget(train_per_class=300, eval_per_class=100, umap_per_class=60, num_epochs=1, valid_per_class=50)
-FULL = Budget(train_per_class=3000, eval_per_class=1000, umap_per_class=300, num_epochs=2, valid_per_class=500,
+FULL = Budget(train_per_class=1500, eval_per_class=1000, umap_per_class=300, num_epochs=2, valid_per_class=500,
               seeds=(0, 1, 2))
 
 

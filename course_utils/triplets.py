@@ -1,4 +1,5 @@
-"""Triplets (anchor, positive, negative) and their kinds: easy, semihard, hard (lesson 03)."""
+"""Pairs and triplets of a batch: which ones still have loss (lesson 02), and the kinds of triplets (anchor,
+positive, negative): easy, semihard, hard (lesson 03)."""
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
@@ -23,3 +24,14 @@ def count_relations(labels) -> dict:
     a1, _, a2, _ = lmu.get_all_pairs_indices(labels)
     anchors, _, _ = lmu.get_all_triplets_indices(labels)
     return {"positive pairs": len(a1), "negative pairs": len(a2), "triplets": len(anchors)}
+
+
+def active_pairs(embeddings, labels, pos_margin: float = 0.0, neg_margin: float = 1.0, distance=None) -> dict:
+    """Fractions of a batch's positive and negative pairs that contrastive loss still penalises (lesson 02):
+    positives farther apart than ``pos_margin``, negatives closer than ``neg_margin`` (PML's default distance)."""
+    from pytorch_metric_learning.distances import LpDistance
+
+    a1, p, a2, n = lmu.get_all_pairs_indices(labels)
+    dist = (distance or LpDistance())(embeddings)
+    return {"positive": (dist[a1, p] > pos_margin).float().mean().item(),
+            "negative": (dist[a2, n] < neg_margin).float().mean().item()}

@@ -75,3 +75,33 @@ def test_r_precision_check_rejects(wrong):
 def test_r_precision_check_rejects_non_numbers():
     with pytest.raises(AssertionError, match="one number"):
         exercises.check_r_precision(lambda e, l: torch.zeros(3))
+
+
+GOOD_TABLE = {"m": {"seen": {"p1": 0.9, "r_precision": 0.5, "map_r": 0.4},
+                    "unseen": {"p1": 0.8, "r_precision": 0.4, "map_r": 0.3}}}
+
+
+def test_results_table_check_accepts_a_table(capsys):
+    exercises.check_results_table(GOOD_TABLE, ["m"])
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("table, message", [
+    ([0.4], "not list"),
+    ({"other": GOOD_TABLE["m"]}, "no row 'm'"),
+    ({"m": {"seen": GOOD_TABLE["m"]["seen"]}}, "should have the test sets"),
+    ({"m": {"seen": {"p1": 0.9, "map_r": 0.4}, "unseen": GOOD_TABLE["m"]["unseen"]}}, "'r_precision' is missing"),
+    ({"m": {"seen": {"p1": 90, "r_precision": 0.5, "map_r": 0.4}, "unseen": GOOD_TABLE["m"]["unseen"]}}, r"lie in \[0, 1\]"),
+])
+def test_results_table_check_names_the_problem(table, message):
+    with pytest.raises(AssertionError, match=message):
+        exercises.check_results_table(table, ["m"])
+
+
+def test_experiment_check_runs_the_experiment_and_explains_a_stub():
+    assert exercises.check_experiment(lambda margin: GOOD_TABLE, 0.5, methods=["m"]) is GOOD_TABLE
+
+    def stub(margin):
+        raise NotImplementedError()
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        exercises.check_experiment(stub, 0.5, methods=["m"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils import colab
+from course_utils.instructor import colab
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -63,7 +63,9 @@ def test_exercises_in_nbgrader_format(path):
     for i, cell in cells:
         meta = cell.metadata.nbgrader
         assert meta["schema_version"] == 3 and meta["grade_id"]
-        if meta["solution"]:
+        if meta["solution"] and cell.cell_type == "markdown":  # a written answer, graded by hand
+            assert meta["grade"] is True and meta.get("points", 0) > 0, "a written answer needs grade and points"
+        elif meta["solution"]:
             assert re.search(r"^\s*# BEGIN SOLUTION$.*^\s*# END SOLUTION$", cell.source, re.M | re.S)
             check = nb.cells[i + 1].metadata.get("nbgrader", {})
             assert check.get("grade") is True and check.get("points", 0) > 0, "a check cell must follow"
@@ -82,7 +84,7 @@ def test_later_cells_do_not_use_the_exercise_answers():
     for path in NOTEBOOKS:
         nb = load(path)
         for i, cell in exercise_cells(nb):
-            if cell.metadata.nbgrader["solution"]:
+            if cell.metadata.nbgrader["solution"] and cell.cell_type == "code":
                 name = re.search(r"^def (\w+)", cell.source, re.M).group(1)
                 later = [c.source for c in nb.cells[i + 2:] if c.cell_type == "code"]
                 assert not any(re.search(rf"\b{name}\b", s) for s in later), f"{path.name}: {name} used later"

@@ -30,3 +30,16 @@ def test_count_relations_matches_loop():
     neg = sum(labels[i] != labels[j] for i in range(n) for j in range(n))
     trip = sum(labels[a] == labels[p] != labels[q] for a in range(n) for p in range(n) for q in range(n) if a != p)
     assert triplets.count_relations(labels) == {"positive pairs": pos, "negative pairs": neg, "triplets": trip}
+
+
+def test_active_pairs_matches_pml_loss_terms():
+    """A pair is active exactly when PML's ContrastiveLoss gives it a non-zero loss."""
+    from pytorch_metric_learning.losses import ContrastiveLoss
+    from pytorch_metric_learning.reducers import DoNothingReducer
+
+    gen = torch.Generator().manual_seed(3)
+    embeddings, labels = torch.randn(20, 4, generator=gen), torch.arange(20) % 3
+    fractions = triplets.active_pairs(embeddings, labels, pos_margin=0.3, neg_margin=0.9)
+    terms = ContrastiveLoss(pos_margin=0.3, neg_margin=0.9, reducer=DoNothingReducer())(embeddings, labels)
+    assert fractions["positive"] == pytest.approx((terms["pos_loss"]["losses"] > 0).float().mean().item())
+    assert fractions["negative"] == pytest.approx((terms["neg_loss"]["losses"] > 0).float().mean().item())
