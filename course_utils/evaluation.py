@@ -6,6 +6,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
 
 METRICS = ("p1", "r_precision", "map_r")  # the course's short names, used everywhere
+CHUNK_BYTES = 512 * 2**20  # working memory of one chunk of queries in ``chunked_retrieval_metrics``
 PML_NAMES = {"p1": "precision_at_1", "r_precision": "r_precision", "map_r": "mean_average_precision_at_r"}
 DISPLAY_NAMES = {"p1": "P@1", "r_precision": "R-Prec", "map_r": "MAP@R"}  # only for printing and plotting
 DISTANCES = ("euclidean", "cosine")
@@ -80,15 +81,122 @@ def accuracy_calculator(k="max_bin_count", use_faiss=None) -> AccuracyCalculator
 def retrieval_metrics(embeddings, labels, distance: str = "euclidean", calculator=None) -> dict:
     """Leave-one-out retrieval within one set: every sample queries all the others.
 
-    Returns ``{"p1", "r_precision", "map_r"}``: PML's metrics under the course's short names."""
+    Returns ``{"p1", "r_precision", "map_r"}``: PML's metrics under the course's short names. Computed by
+    ``chunked_retrieval_metrics`` (PML's numbers, in memory that grows linearly with N), or by ``calculator``,
+    a PML ``AccuracyCalculator``, when one is given."""
+    if calculator is None:
+        return chunked_retrieval_metrics(embeddings, labels, distance)
     validate_embeddings(embeddings, labels)
-    validate_distance(distance)
-    embeddings = embeddings.detach().float().cpu()
-    if distance == "cosine":  # on unit vectors, Euclidean order = cosine order
-        embeddings = F.normalize(embeddings, dim=1)
-    calculator = calculator or accuracy_calculator()
+    embeddings = _search_space(embeddings.detach().cpu(), distance)
     pml = calculator.get_accuracy(embeddings, labels.cpu(), embeddings, labels.cpu(), ref_includes_query=True)
     return {short: pml[name] for short, name in PML_NAMES.items()}
+
+
+def _search_space(embeddings, distance: str):
+    """float32 embeddings (N, D) in which Euclidean order is ``distance``'s order: unit vectors for cosine."""
+    validate_distance(distance)
+    embeddings = embeddings.float()
+    return F.normalize(embeddings, dim=1) if distance == "cosine" else embeddings
+
+
+def chunked_retrieval_metrics(embeddings, labels, distance: str = "euclidean", chunk_size=None,
+                              use_faiss=None) -> dict:
+    """``retrieval_metrics`` chunk by chunk of queries: embeddings (N, D), labels (N,) -> ``{"p1", "r_precision",
+    "map_r"}``, equal to PML's ``AccuracyCalculator(k="max_bin_count")`` with ``ref_includes_query=True``.
+
+    Each chunk of queries gets its k + 1 nearest samples (k = the largest class size minus one), drops itself
+    from them as PML does (or the last one, if tied duplicates pushed it out), and adds its queries' metrics to
+    running sums; queries alone in their class are left out, as PML leaves them out. Search is exact: faiss's
+    ``IndexFlatL2`` when faiss is installed and the embeddings are on the CPU, else torch's matrix products
+    (on the embeddings' device). Cosine distance is Euclidean distance between unit vectors.
+
+    Peak memory: O(N·D) for the embeddings and one copy of them (faiss's index, or the padded reference of the
+    matrix product), plus O(chunk·N) for one chunk's distances (torch only; faiss works in fixed blocks) and
+    O(chunk·k) for its neighbours — never N × N or N × k. ``chunk_size`` defaults to what fits in
+    ``CHUNK_BYTES``; 1M vectors of dimension 128 with k = 999 stay well under 4 GB."""
+    validate_embeddings(embeddings, labels)
+    x = _search_space(embeddings.detach(), distance)
+    labels = labels.to(x.device)
+    others = _same_label_counts(labels) - 1  # R of each query: how many other samples share its label
+    k = int(others.max()) if len(others) else 0
+    if k == 0:  # every query is alone in its class: PML returns nan
+        return {name: float("nan") for name in METRICS}
+    use_faiss = (has_faiss() and not x.is_cuda) if use_faiss is None else use_faiss
+    chunk_size = chunk_size or default_chunk_size(len(x), k, use_faiss)
+    totals, counted = torch.zeros(3, dtype=torch.float64, device=x.device), 0
+    for start, indices in _nearest_chunks(x, k + 1, chunk_size, use_faiss):
+        stop = start + len(indices)
+        neighbours = _drop_self(indices.to(x.device), start)
+        sums, count = _metric_sums(labels[neighbours] == labels[start:stop, None], others[start:stop])
+        totals, counted = totals + sums, counted + count
+    return dict(zip(METRICS, (totals / counted).tolist()))
+
+
+def default_chunk_size(n: int, k: int, use_faiss: bool, budget: int = CHUNK_BYTES) -> int:
+    """Queries per chunk whose distances (torch: 4·N bytes a query) and neighbours (~64·k bytes) fit ``budget``."""
+    per_query = 64 * (k + 1) + (0 if use_faiss else 4 * n)
+    return max(1, min(n, budget // per_query))
+
+
+def _same_label_counts(labels):
+    """For each sample (N,), how many samples (itself included) have its label."""
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    return counts[inverse]
+
+
+def _nearest_chunks(x, k: int, chunk_size: int, use_faiss: bool):
+    """Yield ``(start, indices (chunk, k))``: the k nearest rows of x (N, D), each row itself included."""
+    if use_faiss:
+        import faiss
+
+        array = x.cpu().contiguous().numpy()
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(array)
+        for start in range(0, len(x), chunk_size):
+            yield start, torch.from_numpy(index.search(array[start:start + chunk_size], k)[1])
+        return
+    reference = _cdist_reference(x)
+    for start in range(0, len(x), chunk_size):
+        yield start, _cdist_rows(x[start:start + chunk_size], reference).topk(k, dim=1, largest=False).indices
+
+
+def _cdist_reference(x):
+    """(``torch.cdist``'s padded reference [x, 1, |x|²] (N, D + 2) for its matrix-product path, built once; x)."""
+    squared = x.pow(2).sum(-1, keepdim=True)
+    return torch.cat([x, torch.ones_like(squared), squared], -1), x
+
+
+def _cdist_rows(query, reference):
+    """``torch.cdist(query, x)`` (chunk, N), computed as cdist does (bit for bit) from ``_cdist_reference(x)``."""
+    padded, x = reference
+    if len(query) <= 25 and len(x) <= 25:  # cdist's direct path for tiny sets
+        return torch.cdist(query, x)
+    squared = query.pow(2).sum(-1, keepdim=True)
+    rows = torch.cat([query.mul(-2), squared, torch.ones_like(squared)], -1)
+    return rows.matmul(padded.mT).clamp_min_(0).sqrt_()
+
+
+def _drop_self(indices, start: int):
+    """Remove each query's own index from its neighbours (chunk, k + 1) -> (chunk, k), as PML's ``return_results``
+    does: where a query is not among them (tied duplicates), its last neighbour goes instead."""
+    is_self = indices == torch.arange(start, start + len(indices), device=indices.device)[:, None]
+    position = torch.where(is_self.any(1), is_self.int().argmax(1), indices.shape[1] - 1)
+    columns = torch.arange(indices.shape[1] - 1, device=indices.device)
+    return indices.gather(1, columns + (columns >= position[:, None]))
+
+
+def _metric_sums(hits, others):
+    """Sums of P@1, R-Precision and MAP@R over a chunk's queries, and how many were counted: PML's definitions.
+
+    ``hits`` (chunk, k): neighbour j has the query's label; ``others`` (chunk,): R, the number of other samples
+    of the query's class (0: the query is alone in its class and, as in PML, not counted)."""
+    counted = others > 0
+    hits, r = hits[counted], others[counted].double()
+    ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float64, device=hits.device)
+    relevant = hits & (ranks <= r[:, None])  # a hit within the first R neighbours
+    precision_at_hits = relevant.cumsum(1, dtype=torch.float64).div_(ranks).mul_(relevant)
+    sums = torch.stack([hits[:, 0].sum().double(), (relevant.sum(1) / r).sum(), (precision_at_hits.sum(1) / r).sum()])
+    return sums, len(r)
 
 
 def evaluate(model, dataset, device, distance: str = "euclidean") -> dict:

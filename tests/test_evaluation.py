@@ -129,3 +129,139 @@ def test_metrics_table_shows_the_seed_spread():
                             "map_r_std": 0.03}}}
     row = evaluation.metrics_table(table).splitlines()[1].split()
     assert row == ["a", "0.500±0.010", "0.400±0.020", "0.300±0.030"]
+
+
+# ---------------------------------------------------------------- chunked leave-one-out retrieval (issue 8)
+
+def pml_metrics(embeddings, labels, distance, use_faiss):
+    """The oracle: PML's AccuracyCalculator, on all N queries at once."""
+    calculator = evaluation.accuracy_calculator(use_faiss=use_faiss)
+    return evaluation.retrieval_metrics(embeddings, labels, distance, calculator=calculator)
+
+
+def assert_same_metrics(got, expected, tol=1e-6):
+    assert set(got) == set(evaluation.METRICS)
+    for name in evaluation.METRICS:
+        assert got[name] == pytest.approx(expected[name], abs=tol, nan_ok=True), name
+
+
+@pytest.fixture
+def uneven():
+    """97 points in 8 dims: classes of 41, 30, 20, 5 and 1 (a query alone in its class, which PML leaves out)."""
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate((41, 30, 20, 5, 1))])
+    labels = labels[torch.randperm(97, generator=gen)]
+    return torch.randn(97, 8, generator=gen) + labels[:, None].float() * 0.4, labels
+
+
+@pytest.mark.parametrize("use_faiss", [True, False])
+@pytest.mark.parametrize("distance", evaluation.DISTANCES)
+@pytest.mark.parametrize("chunk_size", [1, 7, 13, 32, 97, 500, None])
+def test_chunked_matches_pml(uneven, distance, use_faiss, chunk_size):
+    got = evaluation.chunked_retrieval_metrics(*uneven, distance, chunk_size=chunk_size, use_faiss=use_faiss)
+    assert_same_metrics(got, pml_metrics(*uneven, distance, use_faiss))
+
+
+@pytest.mark.parametrize("use_faiss", [True, False])
+@pytest.mark.parametrize("chunk_size", [3, 11, 40])
+def test_chunked_matches_naive_loop(batch, use_faiss, chunk_size):
+    embeddings, labels = batch
+    unit = embeddings / embeddings.norm(dim=1, keepdim=True)
+    for distance, points in (("euclidean", embeddings), ("cosine", unit)):
+        got = evaluation.chunked_retrieval_metrics(embeddings, labels, distance, chunk_size, use_faiss)
+        assert_same_metrics(got, naive_metrics(points, labels))
+
+
+def tied_set(n=120, seed=0):
+    """Points on a small integer grid: many exact ties and duplicates, across classes (exact distances)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 3, (n, 2), generator=gen).float(), torch.randint(0, 4, (n,), generator=gen)
+
+
+@pytest.mark.parametrize("use_faiss", [True, False])
+@pytest.mark.parametrize("chunk_size", [1, 5, 17, 120])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chunked_breaks_ties_as_pml_does(use_faiss, chunk_size, seed):
+    embeddings, labels = tied_set(seed=seed)
+    got = evaluation.chunked_retrieval_metrics(embeddings, labels, chunk_size=chunk_size, use_faiss=use_faiss)
+    assert_same_metrics(got, pml_metrics(embeddings, labels, "euclidean", use_faiss), tol=1e-12)
+
+
+@pytest.mark.parametrize("use_faiss", [True, False])
+def test_duplicates_that_push_a_query_out_of_its_neighbours(use_faiss):
+    # 8 copies of one point, classes of 2: k + 1 = 2 neighbours among 8 at distance 0, so most queries do not find
+    # themselves; PML then drops the last neighbour instead, and so must the chunked path.
+    embeddings, labels = torch.zeros(8, 3), torch.arange(8) // 2
+    expected = pml_metrics(embeddings, labels, "euclidean", use_faiss)
+    for chunk_size in (1, 3, 8):
+        got = evaluation.chunked_retrieval_metrics(embeddings, labels, chunk_size=chunk_size, use_faiss=use_faiss)
+        assert_same_metrics(got, expected, tol=1e-12)
+
+
+def test_drop_self_removes_the_query_or_the_last_neighbour():
+    indices = torch.tensor([[5, 2, 9], [4, 6, 7], [1, 8, 3]])  # queries 5, 6, 7 (start=5)
+    assert evaluation._drop_self(indices, start=5).tolist() == [[2, 9], [4, 7], [1, 8]]
+
+
+def test_without_faiss_the_torch_path_runs(uneven, monkeypatch):
+    import sys
+
+    monkeypatch.setattr(evaluation, "has_faiss", lambda: False)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now fails, as if it were not installed
+    for distance in evaluation.DISTANCES:
+        got = evaluation.chunked_retrieval_metrics(*uneven, distance, chunk_size=10)
+        assert_same_metrics(got, pml_metrics(*uneven, distance, use_faiss=False))
+        assert_same_metrics(evaluation.retrieval_metrics(*uneven, distance), got, tol=1e-12)
+
+
+def test_retrieval_metrics_uses_the_chunked_path(uneven, monkeypatch):
+    calls = []
+    chunked = evaluation.chunked_retrieval_metrics
+    monkeypatch.setattr(evaluation, "chunked_retrieval_metrics", lambda *a, **kw: calls.append(a) or chunked(*a, **kw))
+    for distance in evaluation.DISTANCES:
+        assert_same_metrics(evaluation.retrieval_metrics(*uneven, distance), pml_metrics(*uneven, distance, None))
+    assert len(calls) == 2
+
+
+def test_lone_queries_give_nan_as_in_pml():
+    embeddings, labels = torch.randn(6, 2), torch.arange(6)
+    got = evaluation.chunked_retrieval_metrics(embeddings, labels)
+    assert all(math.isnan(v) for v in got.values())
+
+
+def test_chunked_path_never_builds_an_n_by_n_matrix(monkeypatch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestTensor(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if torch.is_tensor(t):
+                    LargestTensor.largest = max(LargestTensor.largest, t.numel())
+            return out
+
+    n, chunk = 600, 20
+    gen = torch.Generator().manual_seed(0)
+    embeddings, labels = torch.randn(n, 4, generator=gen), torch.arange(n) % 60  # k = 9
+    with LargestTensor():
+        evaluation.chunked_retrieval_metrics(embeddings, labels, chunk_size=chunk, use_faiss=False)
+    assert LargestTensor.largest <= chunk * n  # one chunk's distances: O(chunk × N), not N × N (or N × k)
+
+
+def test_default_chunk_fits_the_budget():
+    n, k = 1_000_000, 999
+    for use_faiss in (True, False):
+        chunk = evaluation.default_chunk_size(n, k, use_faiss)
+        assert 1 <= chunk <= n
+        assert chunk * (64 * (k + 1) + (0 if use_faiss else 4 * n)) <= evaluation.CHUNK_BYTES
+    assert evaluation.default_chunk_size(5000, 999, True) == 5000  # the lessons' sets: one search, as PML's
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_chunked_on_the_gpu_matches_pml(uneven):
+    embeddings, labels = uneven
+    for distance in evaluation.DISTANCES:
+        got = evaluation.chunked_retrieval_metrics(embeddings.cuda(), labels.cuda(), distance, chunk_size=13)
+        assert_same_metrics(got, pml_metrics(embeddings, labels, distance, use_faiss=False))
