@@ -1,0 +1,166 @@
+"""Joint training (lesson 07): the network, the loss, the loop, the comparisons, and the exercise checks, which
+accept a right answer and name each typical mistake."""
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses, miners
+from torch.utils.data import TensorDataset
+
+from course_utils import joint, lesson
+from course_utils.session import Config
+
+CONFIG = Config(seed=0, device=torch.device("cpu"), quick=True)
+
+
+def step(model, metric_loss, miner, optimizer, images, labels, weight=0.1, *, on="embeddings", swap=False,
+         no_weight=False, passes=1, zero_grad=True, use_miner=True, ce_on="logits", update=True, result="float"):
+    """A joint step that makes the mistakes it is told to make (by default none)."""
+    embeddings, logits = model(images)
+    for _ in range(passes - 1):
+        embeddings = model(images)[0]
+    x = logits if on == "logits" else embeddings
+    metric = metric_loss(x, labels, miner(x, labels)) if use_miner else metric_loss(x, labels)
+    ce = F.cross_entropy(embeddings if ce_on == "embeddings" else logits, labels)
+    loss = metric + ce if no_weight else (metric + weight * ce if swap else weight * metric + ce)
+    if zero_grad:
+        optimizer.zero_grad()
+    loss.backward()
+    if update:
+        optimizer.step()
+    return {"float": loss.item(), "tensor": loss, "none": None}[result]
+
+
+def test_a_right_step_passes(capsys):
+    joint.check_joint_step(step)
+    joint.check_joint_step(lambda *args: step(*args, result="tensor"))
+    assert capsys.readouterr().out.count("✓") == 2
+
+
+def test_the_reference_step_passes(capsys):
+    joint.check_joint_step(joint.joint_step)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (dict(on="logits"), "metric loss is computed on the logits instead of the embeddings"),
+    (dict(swap=True), "weight multiplies the cross-entropy instead of the metric loss"),
+    (dict(no_weight=True), "weight is not applied at all"),
+    (dict(passes=2), "two forward passes"),
+    (dict(zero_grad=False), "old gradients are not cleared"),
+    (dict(use_miner=False), "miner's pairs are not passed to the metric loss"),
+    (dict(ce_on="embeddings"), "cross-entropy is computed on the embeddings instead of the logits"),
+    (dict(update=False), "parameters did not change"),
+    (dict(result="none"), "Return the loss as a number"),
+], ids=["metric on logits", "weight on the wrong term", "no weight", "two forward passes", "no zero_grad",
+        "no miner", "cross-entropy on embeddings", "no optimizer step", "returns nothing"])
+def test_the_step_check_names_each_mistake(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        joint.check_joint_step(lambda *args: step(*args, **mistake))
+
+
+def test_the_step_check_says_when_nothing_is_implemented():
+    def joint_training_step(*args):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="not implemented yet"):
+        joint.check_joint_step(joint_training_step)
+
+
+def test_a_model_that_never_runs_is_named():
+    with pytest.raises(AssertionError, match="never ran"):
+        joint.check_joint_step(lambda *args: 0.0)
+
+
+def test_joint_net_gives_embeddings_and_logits_in_one_pass():
+    model = joint.JointNet(lesson.new_embedder(lesson.QUICK), 5)
+    calls = joint._count_forward_passes(model)
+    embeddings, logits = model(torch.randn(4, 1, 28, 28))
+    assert embeddings.shape == (4, 64) and logits.shape == (4, 5) and len(calls) == 1
+    assert torch.allclose(logits, model.head(embeddings))
+
+
+def test_joint_loss_is_the_weighted_sum_and_skips_zero_weights():
+    gen = torch.Generator().manual_seed(0)
+    embeddings, logits = torch.randn(12, 6, generator=gen), torch.randn(12, 3, generator=gen)
+    labels = torch.arange(12) % 3
+    metric_loss, miner = losses.CircleLoss(), miners.MultiSimilarityMiner()
+    metric = metric_loss(embeddings, labels, miner(embeddings, labels))
+    ce = F.cross_entropy(logits, labels)
+    assert torch.isclose(joint.joint_loss(embeddings, logits, labels, metric_loss, miner, 0.3), 0.3 * metric + ce)
+    assert torch.isclose(joint.joint_loss(embeddings, logits, labels, metric_loss, miner, 1.0, 0.0), metric)
+    called = []
+    spy = lambda *args: called.append(1)  # noqa: E731
+    assert torch.isclose(joint.joint_loss(embeddings, logits, labels, metric_loss, spy, 0.0), ce)
+    assert not called, "a term of weight 0 is not computed"
+
+
+def tiny_sets(n_per_class=24):
+    gen = torch.Generator().manual_seed(0)
+
+    def images(labels):
+        return torch.randn(len(labels), 1, 28, 28, generator=gen) + labels[:, None, None, None].float()
+
+    seen, unseen = torch.arange(5 * n_per_class) % 5, 5 + torch.arange(5 * 8) % 5
+    train, valid = (TensorDataset(images(y), y) for y in (seen, seen[:40]))
+    test = {"seen": TensorDataset(images(seen[:40]), seen[:40]), "unseen": TensorDataset(images(unseen), unseen)}
+    return lesson.LessonData((0, 1, 2, 3, 4), (5, 6, 7, 8, 9), train, test, test["unseen"], valid)
+
+
+BUDGET = lesson.replace(lesson.QUICK, batch_size=40, num_epochs=2, embedding_dim=8, seeds=(0, 1))
+
+
+def test_train_joint_selects_on_validation_and_writes_fit_history():
+    model, history = joint.train_joint(losses.CircleLoss(), miners.MultiSimilarityMiner(), tiny_sets(), BUDGET, CONFIG)
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"loss", "seconds", "valid map_r", "selected"} <= set(history[0])
+    assert sum(row["selected"] for row in history) >= 1
+    assert isinstance(model, joint.JointNet)
+
+
+def test_compare_recipes_is_reproducible_per_seed_and_keeps_models():
+    sets, recipes = tiny_sets(), {"metric only": (1.0, 0.0), "joint": (0.1, 1.0)}
+    kept = {}
+    first = joint.compare_recipes(recipes, losses.CircleLoss(), miners.MultiSimilarityMiner(), sets, BUDGET, CONFIG, 3,
+                                  keep=kept)
+    again = joint.compare_recipes(recipes, losses.CircleLoss(), miners.MultiSimilarityMiner(), sets, BUDGET, CONFIG, 3)
+    assert first == again and set(kept) == set(recipes)
+    assert "accuracy" in first["joint"]["seen"] and "accuracy" not in first["metric only"]["seen"]
+    assert set(first["joint"]["unseen"]) == {"p1", "r_precision", "map_r"}
+
+
+def test_accuracy_counts_the_argmax_of_the_logits():
+    model = joint.JointNet(lesson.new_embedder(lesson.QUICK), 5)
+    dataset = TensorDataset(torch.randn(30, 1, 28, 28), torch.arange(30) % 5)
+    with torch.no_grad():
+        expected = (model.eval()(dataset.tensors[0])[1].argmax(1) == dataset.tensors[1]).float().mean().item()
+    assert joint.accuracy(model, dataset, torch.device("cpu")) == pytest.approx(expected)
+
+
+def mean_table():
+    row = lambda m, s: {"map_r": m, "map_r_std": s}  # noqa: E731
+    return {"a": {"seen": row(0.70, 0.01)}, "b": {"seen": row(0.68, 0.01)}, "c": {"seen": row(0.60, 0.04)},
+            "d": {"seen": row(0.64, 0.06)}}
+
+
+def test_winner_ranks_and_asks_lesson_wins():
+    table = mean_table()
+    assert joint.winner(table, "seen", "map_r") == ("a", "b", False)  # 0.02: within the noise
+    del table["b"]
+    assert joint.winner(table, "seen", "map_r") == ("a", "d", False)  # 0.06: above the noise, within 0.01 + 0.06
+    del table["d"]
+    assert joint.winner(table, "seen", "map_r") == ("a", "c", True)  # 0.10: above the noise and 0.01 + 0.04
+
+
+def test_summary_table_shows_mean_and_std_and_a_dash_where_a_metric_is_missing():
+    run = lambda v: {"x": {"seen": {"p1": v, "map_r": v, "accuracy": v}, "unseen": {"p1": v, "map_r": v}},  # noqa: E731
+                     "y": {"seen": {"p1": v, "map_r": v}, "unseen": {"p1": v, "map_r": v}}}
+    table = lesson.mean_std([run(0.4), run(0.6)])
+    text = joint.summary_table(table)
+    assert "0.500 ± 0.141" in text and "–" in text.splitlines()[2]
+    assert "seen accuracy" in text.splitlines()[0] and "unseen accuracy" not in text
+
+
+def test_best_recipe_is_a_copy_of_the_documented_recipe():
+    recipe = joint.best_recipe()
+    assert recipe == joint.RECIPE and recipe is not joint.RECIPE
+    assert {"metric_loss", "miner", "weight", "ce_weight", "chosen_by"} <= set(recipe)
