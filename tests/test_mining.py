@@ -1,0 +1,278 @@
+"""Lesson 05's mining helpers and checks: counts against PML and naive loops; the ms_mine check accepts a right
+answer and names each typical mistake."""
+import math
+
+import matplotlib
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.reducers import MeanReducer
+
+from course_utils import lesson, mining
+
+matplotlib.use("Agg")
+
+
+def ms_loop(embeddings, labels, epsilon=0.1, similarity="cosine", reverse=False, include_self=False,
+            global_hardest=False, sign=1, easiest=False):
+    """The Multi-Similarity rule as a naive loop over anchors, with switches for the typical mistakes."""
+    x = F.normalize(embeddings, dim=1) if similarity == "cosine" else embeddings
+    if similarity == "euclidean":
+        sim = torch.cdist(F.normalize(embeddings, dim=1), F.normalize(embeddings, dim=1))
+    else:
+        sim = x @ x.T
+    n = len(labels)
+    pos_of = [[j for j in range(n) if labels[j] == labels[i] and (include_self or j != i)] for i in range(n)]
+    neg_of = [[j for j in range(n) if labels[j] != labels[i]] for i in range(n)]
+    pick = (max, min) if easiest else (min, max)
+    all_pos = [sim[i, j].item() for i in range(n) for j in pos_of[i]]
+    all_neg = [sim[i, j].item() for i in range(n) for j in neg_of[i]]
+    a1, p, a2, neg = [], [], [], []
+    for i in range(n):
+        sims_p, sims_n = [sim[i, j].item() for j in pos_of[i]], [sim[i, j].item() for j in neg_of[i]]
+        if global_hardest:
+            hard_p, hard_n = min(all_pos), max(all_neg)
+        else:
+            hard_p = pick[0](sims_p) if sims_p else (-math.inf if easiest else math.inf)
+            hard_n = pick[1](sims_n) if sims_n else (math.inf if easiest else -math.inf)
+        for j, s in zip(neg_of[i], sims_n):
+            if (s < hard_p - sign * epsilon) if reverse else (s > hard_p - sign * epsilon):
+                a2.append(i), neg.append(j)
+        for j, s in zip(pos_of[i], sims_p):
+            if (s > hard_n + sign * epsilon) if reverse else (s < hard_n + sign * epsilon):
+                a1.append(i), p.append(j)
+    return tuple(torch.tensor(v, dtype=torch.long) for v in (a1, p, a2, neg))
+
+
+def test_right_answer_passes(capsys):
+    mining.check_ms_mine(ms_loop)
+    assert "✓" in capsys.readouterr().out
+
+
+def test_pml_itself_passes(capsys):
+    mining.check_ms_mine(lambda e, l, epsilon=0.1: miners.MultiSimilarityMiner(epsilon=epsilon)(e, l))
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mistake, message", [
+    (dict(reverse=True), "the inequalities are reversed"),
+    (dict(similarity="euclidean"), "Euclidean distance instead of cosine similarity"),
+    (dict(similarity="dot"), "not L2-normalised"),
+    (dict(include_self=True), "paired with itself"),
+    (dict(global_hardest=True), "global hardest positive and negative"),
+    (dict(sign=-1), "epsilon has the wrong sign"),
+    (dict(easiest=True), "LEAST similar positive"),
+], ids=["reversed", "distance", "not normalised", "self pairs", "global hardest", "epsilon sign", "easiest"])
+def test_check_names_the_mistake(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        mining.check_ms_mine(lambda e, l, epsilon=0.1: ms_loop(e, l, epsilon, **mistake))
+
+
+def without_self_pairs(e, l, epsilon=0.1):
+    """The diagonal left out of the pairs returned but still counted in each anchor's hardest positive."""
+    a1, p, a2, n = ms_loop(e, l, epsilon, include_self=True)
+    keep = a1 != p
+    return a1[keep], p[keep], a2, n
+
+
+def test_self_in_the_hardest_positive_only_is_named():
+    with pytest.raises(AssertionError, match="paired with itself.*hardest positive"):
+        mining.check_ms_mine(without_self_pairs)
+
+
+def test_pml_with_a_distance_is_named():
+    from pytorch_metric_learning.distances import LpDistance
+
+    with pytest.raises(AssertionError, match="Euclidean distance instead"):
+        mining.check_ms_mine(
+            lambda e, l, epsilon=0.1: miners.MultiSimilarityMiner(epsilon, distance=LpDistance())(e, l))
+
+
+def test_every_mistake_differs_from_the_right_answer_on_some_batch():
+    for index in range(len(mining._mistakes(*next(mining._mining_batches())[:2], 0.1))):
+        differs = [False, False]
+        for embeddings, labels, epsilon in mining._mining_batches():
+            expected = mining._pml_sets(embeddings, labels, epsilon or 0.1)
+            wrong = mining._mistakes(embeddings, labels, epsilon or 0.1)[index][1]
+            differs = [d or w != e for d, w, e in zip(differs, wrong, expected)]
+        assert any(differs), mining._mistakes(embeddings, labels, 0.1)[index][0]
+
+
+def test_no_pair_sits_on_a_threshold():
+    """Float rounding can't flip a pair of the check's batches: every similarity is 1e-6 away from its threshold."""
+    for embeddings, labels, epsilon in mining._mining_batches():
+        epsilon = epsilon or 0.1
+        unit = F.normalize(embeddings, dim=1)
+        sim = unit @ unit.T
+        same = labels[:, None] == labels[None, :]
+        pos = same & ~torch.eye(len(labels), dtype=torch.bool)
+        hard_p = sim.masked_fill(~pos, math.inf).amin(1, keepdim=True)
+        hard_n = sim.masked_fill(same, -math.inf).amax(1, keepdim=True)
+        gaps = torch.cat([(sim - hard_p + epsilon)[~same], (sim - hard_n - epsilon)[pos]]).abs()
+        assert gaps.min() > 1e-6
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda e, l, epsilon=0.1: ms_loop(e, l, epsilon)[:2], "four index tensors"),
+    (lambda e, l, epsilon=0.1: tuple(t.float() for t in ms_loop(e, l, epsilon)), "tensor of indices"),
+    (lambda e, l, epsilon=0.1: ms_loop(e, l, epsilon)[2:] + ms_loop(e, l, epsilon)[:2], "positive pairs first"),
+    (lambda e, l, epsilon=0.1: tuple(torch.cat([t, t]) for t in ms_loop(e, l, epsilon)), "returned twice"),
+    (lambda e, l, epsilon=0.3: ms_loop(e, l, epsilon), "default epsilon"),
+    (lambda e, l, epsilon=0.1: ms_loop(e, l, epsilon / 2), "For example"),
+])
+def test_check_rejects_wrong_formats_and_values(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        mining.check_ms_mine(wrong)
+
+
+def test_stub_is_reported():
+    def stub(embeddings, labels, epsilon=0.1):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="not implemented"):
+        mining.check_ms_mine(stub)
+
+
+def test_epsilon_experiment_check():
+    table = {"epsilon=0.5": {s: {"p1": 0.5, "r_precision": 0.4, "map_r": 0.3} for s in ("seen", "unseen")}}
+    mining.check_epsilon_experiment((table, 1234.0), 0.5, 128)
+    with pytest.raises(AssertionError, match="between 0 and"):
+        mining.check_epsilon_experiment((table, -1), 0.5, 128)
+    with pytest.raises(AssertionError, match="no row"):
+        mining.check_epsilon_experiment((table, 10), 0.2, 128)
+    with pytest.raises(AssertionError, match="two things"):
+        mining.check_epsilon_experiment(table, 0.5, 128)
+
+
+def random_batch(seed=0, n=32, dim=8, classes=4):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=gen), (torch.arange(n) % classes)[torch.randperm(n, generator=gen)]
+
+
+def test_mined_counts_match_the_miners():
+    embeddings, labels = random_batch()
+    ms = miners.MultiSimilarityMiner(epsilon=0.1)
+    a1, p, a2, n = ms(embeddings, labels)
+    assert mining.mined_pairs(ms)(embeddings, labels) == {"positive": len(a1), "negative": len(a2)}
+    assert mining.mined_count(ms)(embeddings, labels) == len(a1) + len(a2)
+    tm = miners.TripletMarginMiner(margin=0.05, type_of_triplets="semihard")
+    assert mining.mined_count(tm)(embeddings, labels) == len(tm(embeddings, labels)[0])
+
+
+def test_batch_pairs_matches_pml():
+    from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+    _, labels = random_batch(5, n=20, classes=3)
+    a1, _, a2, _ = lmu.get_all_pairs_indices(labels)
+    assert mining.batch_pairs(None, labels) == {"positive": len(a1), "negative": len(a2)}
+
+
+def test_triplet_census_matches_pml_miners_and_loss():
+    embeddings, labels = random_batch(1)
+    census = mining.triplet_census(0.05)(embeddings, labels)
+    for kind in ("all", "semihard", "hard", "easy"):
+        mined = miners.TripletMarginMiner(margin=0.05, type_of_triplets=kind)(embeddings, labels)
+        assert census[kind] == len(mined[0]), kind
+    total = len(miners.TripletMarginMiner(margin=10, type_of_triplets="all")(embeddings, labels)[0])
+    assert census["zero-loss fraction"] == pytest.approx(census["easy"] / total)
+    easy = miners.TripletMarginMiner(margin=0.05, type_of_triplets="easy")(embeddings, labels)
+    assert losses.TripletMarginLoss(margin=0.05)(embeddings, labels, easy).item() == 0
+
+
+def test_gradient_with_a_mean_over_all_is_the_nonzero_gradient_times_the_active_share():
+    """The identity lesson 05 uses to draw the MeanReducer's gradient from AvgNonZeroReducer's."""
+    embeddings, labels = random_batch(3)
+    nonzero = mining.gradient_norm(losses.TripletMarginLoss(margin=0.05))(embeddings, labels)
+    over_all = mining.gradient_norm(losses.TripletMarginLoss(margin=0.05, reducer=MeanReducer()))(embeddings, labels)
+    active = 1 - mining.triplet_census(0.05)(embeddings, labels)["zero-loss fraction"]
+    assert float(over_all) == pytest.approx(float(nonzero) * active, rel=1e-4)
+
+
+def test_triplet_margin_of_batch_hard_is_the_hardest():
+    from pytorch_metric_learning.distances import LpDistance
+
+    embeddings, labels = random_batch(6, n=12, classes=3)
+    d = LpDistance()(embeddings)
+    same = labels[:, None] == labels[None, :]
+    hardest_pos = d.masked_fill(~same | torch.eye(12, dtype=torch.bool), -1).amax(1)
+    hardest_neg = d.masked_fill(same, 9).amin(1)
+    expected = (hardest_neg - hardest_pos).mean().item()
+    margin = mining.triplet_margin(miners.BatchHardMiner())(embeddings, labels)
+    assert float(margin) == pytest.approx(expected, rel=1e-5)
+
+
+def test_mean_distance_and_unit_embedder():
+    from torch.utils.data import TensorDataset
+
+    budget = lesson.QUICK
+    images = torch.randn(6, 1, 28, 28)
+    plain, unit = lesson.new_embedder(budget), mining.unit_embedder(budget)
+    unit.load_state_dict(plain.state_dict())
+    plain.eval(), unit.eval()
+    with torch.no_grad():
+        assert torch.allclose(unit(images), F.normalize(plain(images), dim=1), atol=1e-6)
+        x = F.normalize(plain(images), dim=1)
+    loop = sum((x[i] - x[j]).norm().item() for i in range(6) for j in range(6) if i != j) / 30
+    dataset = TensorDataset(images, torch.zeros(6, dtype=torch.long))
+    assert mining.mean_distance(plain, dataset, "cpu") == pytest.approx(loop, rel=1e-5)
+
+
+def test_unit_embedder_starts_from_the_same_weights_as_new_embedder():
+    budget = lesson.QUICK
+    torch.manual_seed(3)
+    plain = lesson.new_embedder(budget).state_dict()
+    torch.manual_seed(3)
+    unit = mining.unit_embedder(budget).state_dict()
+    assert list(plain) == list(unit) and all(torch.equal(plain[k], unit[k]) for k in plain)
+    assert mining.changed_tensors(plain, unit) == []
+    unit["embedder.bias"] = unit["embedder.bias"] + 1
+    assert mining.changed_tensors(plain, unit) == ["embedder.bias"]
+
+
+def test_batch_log_and_means():
+    on_batch, log = mining.batch_log({"size": lambda e, l: len(l), "sim": lambda e, l: e.sum(),
+                                      "pairs": mining.batch_pairs})
+    for seed in range(12):
+        on_batch(*random_batch(seed, n=8 + seed))
+    assert log["size"] == [float(8 + s) for s in range(12)]
+    assert set(log) == {"size", "sim", "pairs positive", "pairs negative"} and len(log["pairs negative"]) == 12
+    first, last = mining.means(log, first=2)["size"]
+    assert (first, last) == (8.5, 18.5)
+
+
+def test_initial_state_is_what_compare_starts_from():
+    budget = lesson.QUICK
+    a, b = mining.initial_state(budget, 1), mining.initial_state(budget, 1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = mining.initial_state(budget, 2)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_figures_draw_pml_choices():
+    import matplotlib.pyplot as plt
+
+    angles = torch.deg2rad(torch.tensor([0.0, 12, 35, 70, 105, 40, 60, 95, 140, -45, -80, -120, 170]))
+    toy = torch.stack([angles.cos(), angles.sin()], 1)
+    labels = torch.tensor([0] * 5 + [1] * 4 + [2] * 4)
+    miner = miners.MultiSimilarityMiner(epsilon=0.1)
+    fig, axes = plt.subplots(1, 2)
+    mining.pairs_on_circle(axes[0], toy, labels, 0, miner)
+    mining.ms_rule(axes[1], toy, labels, 0, miner)
+    sim, pairs = mining._anchor_pairs(toy, labels, 0, miner)
+    assert pairs["positive"][1] == {2, 3, 4} and pairs["negative"][1] == {5, 6, 7, 9, 10}
+    assert axes[1].get_xlabel().startswith("cosine similarity") and axes[0].get_legend() is not None
+    fig = mining.per_batch({"a": [1.0, 2.0]}, ["a"], title="t", ylabel="y")
+    assert fig.axes[0].get_xlabel() == "training batch"
+    plt.close("all")
+
+
+def test_a_mistake_on_one_kind_of_pairs_is_named():
+    """Right positive pairs, negative pairs with the inequality reversed: the message names the negatives' mistake."""
+    def negatives_reversed(e, l, epsilon=0.1):
+        a1, p, _, _ = ms_loop(e, l, epsilon)
+        _, _, a2, n = ms_loop(e, l, epsilon, reverse=True)
+        return a1, p, a2, n
+
+    with pytest.raises(AssertionError, match="your negative pairs differ.*inequalities are reversed"):
+        mining.check_ms_mine(negatives_reversed)
