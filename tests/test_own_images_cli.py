@@ -1,0 +1,85 @@
+"""``python -m course_utils.own_images``: train on a folder, search the run, resume after an interruption."""
+import json
+import subprocess
+import sys
+
+import pytest
+from own_images_folders import write_folder
+
+from course_utils.own_images import cli, train
+
+TINY = ["--trunk", "resnet18", "--size", "16", "--weights", "none", "--batch-size", "8", "--embedding-dim", "16"]
+
+
+def train_cli(folder, out, epochs=1):
+    return cli.main(["train", str(folder), "--out", str(out), "--epochs", str(epochs), *TINY])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own_images")
+    folder = write_folder(root / "images", classes=6, per_class=6)
+    assert train_cli(folder, root / "run") == 0
+    return folder, root / "run"
+
+
+def test_train_writes_the_run_folder(trained):
+    _, run = trained
+    assert {p.name for p in run.iterdir()} >= {"model.pt", "index.faiss", "gallery.json", "recipe.json",
+                                               "checkpoint.pt"}
+    record = json.loads((run / "recipe.json").read_text())
+    assert record["recipe"]["trunk"] == "resnet18" and len(record["history"]) == 1
+    assert set(record["baseline"]) == set(record["trained"]) == {"p1", "r_precision", "map_r"}
+
+
+def test_search_puts_a_training_image_of_the_query_class_first(trained, capsys, tmp_path):
+    _, run = trained
+    gallery = json.loads((run / "gallery.json").read_text())
+    queries = [gallery["paths"][gallery["labels"].index(c)] for c in range(len(gallery["classes"]))]
+    assert cli.main(["search", str(run), *queries, "--k", "3", "--grid", str(tmp_path / "grid.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for query in queries:
+        first = lines[lines.index(f"{query}:") + 1].split()
+        assert first[0] == "1" and float(first[1]) < 1e-3 and first[2] == query.split("/")[-2]
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_an_interrupted_command_resumes_when_rerun(tmp_path, monkeypatch, capsys):
+    folder = write_folder(tmp_path / "images", classes=4, per_class=4)
+    save = train.save_checkpoint
+
+    def save_then_interrupt(*args):
+        save(*args)
+        raise KeyboardInterrupt  # Ctrl-C right after the first epoch's checkpoint
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_interrupt)
+    assert train_cli(folder, tmp_path / "run", epochs=2) == 130
+    assert "Run the same command again" in capsys.readouterr().err
+    monkeypatch.setattr(train, "save_checkpoint", save)
+    assert train_cli(folder, tmp_path / "run", epochs=2) == 0
+    assert "Resuming after epoch 1" in capsys.readouterr().out
+    history = json.loads((tmp_path / "run" / "recipe.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train", "{tmp}/images/c0", "--out", "{tmp}/run"], "no class sub-folders"),
+    (["train", "{tmp}/images", "--out", "{tmp}/images/run"], "outside"),
+    (["search", "{tmp}", "{tmp}/missing.jpg"], "Cannot read"),
+    (["search", "{tmp}/no_run", "{tmp}/images/c0/0.png"], "model.pt is missing"),
+])
+def test_bad_input_gets_a_clear_message(tmp_path, capsys, command, message):
+    write_folder(tmp_path / "images", classes=1, per_class=1)
+    assert cli.main([part.format(tmp=tmp_path) for part in command]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_make_folder_writes_fashion_mnist(tmp_path):
+    assert cli.main(["make-folder", str(tmp_path / "fm"), "--per-class", "2"]) == 0
+    assert len(list((tmp_path / "fm").rglob("*.png"))) == 20
+
+
+def test_python_dash_m_runs_the_command():
+    out = subprocess.run([sys.executable, "-m", "course_utils.own_images", "train", "--help"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "--freeze-trunk" in out.stdout and "--epochs" in out.stdout
