@@ -257,7 +257,7 @@ def _train_one(config, budget: Budget, sets: LessonData, method: Method, seed: i
                                     seed=seed, select_on="valid map_r" if valid else None,
                                     sampler=method.sampler(sets.train) if method.sampler else None)
     net = embedding_of(model)
-    return {"seed": seed, "history": history, "table": evaluation.evaluate_splits(net, sets.test, config.device),
+    return {"seed": seed, "history": history, "table": evaluation.evaluate_splits(net, sets.test, config.device, "cosine"),
             "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
 
