@@ -5,6 +5,7 @@ network on that budget, a results table on seen and unseen classes, UMAP grids, 
 each claim the prose makes. The training loop itself stays in ``training`` (it is taught in lesson 01).
 """
 import hashlib
+import inspect
 import json
 import statistics
 from dataclasses import asdict, dataclass, replace
@@ -151,6 +152,18 @@ def differences(table: dict, method: str, baseline: str, split: str) -> dict:
     return {m: table[method][split][m] - table[baseline][split][m] for m in evaluation.METRICS}
 
 
+def format_differences(diff: dict) -> str:
+    """One line for a ``{metric: difference}`` dict, such as ``P@1 +0.012, R-Prec -0.003, MAP@R +0.020``."""
+    return ", ".join(f"{evaluation.DISPLAY_NAMES[m]} {v:+.3f}" for m, v in diff.items())
+
+
+def print_differences(table: dict, method: str, others, splits=("seen", "unseen")) -> None:
+    """Print ``method minus other`` on each split, for each other method or baseline of a results table."""
+    for other in [others] if isinstance(others, str) else others:
+        for split in splits:
+            print(f"{split:>6}, {method} minus {other}: " + format_differences(differences(table, method, other, split)))
+
+
 def umap_grid(embedders: dict, test_sets: dict, config, per_class: int, distance: str = "cosine",
               class_names=data.CLASS_NAMES):
     """UMAP pictures: one column per embedding network, one row per test set, the same images in each row."""
@@ -189,15 +202,23 @@ def over_seeds(run, budget: Budget) -> dict:
     return mean_std(tables)
 
 
-FINGERPRINTED = ("data", "evaluation", "lesson", "models", "session", "training")  # what a training run runs
+FINGERPRINTED = ("data", "evaluation", "models", "session", "training")  # the foundation a training run runs
+KIT_TRAINING = ("Budget", "QUICK", "FULL", "SPLITS", "LessonData", "_fashion_mnist", "lesson_data", "new_embedder",
+                "train_embedder", "_BestEpoch", "map_r_tracker", "recipe", "describe", "Method", "_train_one",
+                "train_seeds", "cached")  # the kit's code behind a cached training run
 
 
 def _code_fingerprint() -> str:
-    """A hash of the foundation modules and the kit: a change to the code that trains and evaluates
-    invalidates the cache (a topic module's own recipes must name their settings in the recipe)."""
+    """A hash of the foundation modules and of the kit's training code: a change to the code that trains and
+    evaluates invalidates the cache, while a new printing or plotting helper in the kit does not (a topic
+    module's own recipes must name their settings in the recipe)."""
     digest = hashlib.sha256()
     for name in FINGERPRINTED:
         digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    kit = globals()
+    for name in KIT_TRAINING:
+        obj = kit[name]
+        digest.update((inspect.getsource(obj) if callable(obj) else repr(obj)).encode())
     return digest.hexdigest()[:16]
 
 

@@ -89,6 +89,31 @@ def test_cached_computes_once_per_recipe_in_full_mode(tmp_path, monkeypatch):
     assert len(list((tmp_path / "build" / "cache").iterdir())) == 2
 
 
+def test_cache_fingerprint_follows_the_training_code_only(monkeypatch):
+    before = lesson._code_fingerprint()
+    monkeypatch.setattr(lesson, "print_differences", lambda *a: None)  # a printing helper: same key
+    assert lesson._code_fingerprint() == before
+    monkeypatch.setattr(lesson, "train_embedder", lambda *a: None)  # the training code: a new key
+    assert lesson._code_fingerprint() != before
+
+
+def test_cache_fingerprint_covers_every_kit_name_the_training_code_uses():
+    import ast
+    import inspect
+    import types
+    kit = {name for name, obj in vars(lesson).items() if not isinstance(obj, types.ModuleType)
+           and getattr(obj, "__module__", lesson.__name__) == lesson.__name__}
+    for name in lesson.KIT_TRAINING:
+        obj = getattr(lesson, name)
+        if not callable(obj):
+            continue
+        tree = ast.parse(inspect.getsource(obj))
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        arguments = {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments) for a in n.args + n.kwonlyargs}
+        missing = (used & kit) - arguments - set(lesson.KIT_TRAINING) - {"_code_fingerprint"}  # cached: the key itself
+        assert not missing, f"{name} uses {missing}: add them to lesson.KIT_TRAINING"
+
+
 def test_results_table_is_evaluation_per_model():
     sets = {"seen": toy_set(40)}
     table = lesson.results_table({"raw": nn.Flatten()}, sets, torch.device("cpu"))
