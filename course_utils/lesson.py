@@ -83,6 +83,24 @@ def lesson_data(config, budget: Budget, split: str = "A") -> LessonData:
     return LessonData(seen, unseen, train, test, train_unseen, valid if budget.valid_per_class else None)
 
 
+def selection_data(config, budget: Budget, split: str = "A", held_out: int = 2) -> LessonData:
+    """Data for choosing between recipes without the test classes (lesson 07): the last ``held_out`` seen classes
+    of ``split`` become *validation classes* and play the unseen classes, the other seen classes are trained on.
+
+    Every image is a Fashion-MNIST training image of a seen class: per training class ``budget.train_per_class``
+    to train, ``valid_per_class`` to choose the epoch and ``eval_per_class`` as ``test["seen"]``; per validation
+    class ``eval_per_class`` as ``test["unseen"]``. No test image and no unseen class is touched."""
+    seen = SPLITS[split][0]
+    if not 2 <= held_out <= len(seen) - 2:
+        raise ValueError(f"held_out must leave at least two classes on each side of {len(seen)} seen classes")
+    train_classes, valid_classes = seen[:-held_out], seen[-held_out:]
+    train_seen, held = data.seen_unseen(_fashion_mnist("train"), train_classes, valid_classes)
+    train, valid, test_seen = data.split_per_class(
+        train_seen, (budget.train_per_class, budget.valid_per_class, budget.eval_per_class), config.seed)
+    test = {"seen": test_seen, "unseen": data.subsample(held, budget.eval_per_class, seed=config.seed)}
+    return LessonData(train_classes, valid_classes, train, test, held, valid if budget.valid_per_class else None)
+
+
 def new_embedder(budget: Budget) -> models.EmbeddingNet:
     """The course's network: ``ConvTrunk`` and a linear layer to ``budget.embedding_dim``, freshly initialised."""
     return models.EmbeddingNet(models.ConvTrunk(), budget.embedding_dim)

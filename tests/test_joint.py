@@ -151,6 +151,21 @@ def test_winner_ranks_and_asks_lesson_wins():
     assert joint.winner(table, "seen", "map_r") == ("a", "c", True)  # 0.10: above the noise and 0.01 + 0.04
 
 
+def test_choose_recipe_applies_the_rule_in_order():
+    row = lambda p1, m, seen, acc=None: {  # noqa: E731
+        "seen": {"map_r": seen, "map_r_std": 0.01, **({"accuracy": acc, "accuracy_std": 0.01} if acc else {})},
+        "unseen": {"p1": p1, "p1_std": 0.005, "map_r": m, "map_r_std": 0.005}}
+    table = {"metric": row(0.90, 0.40, 0.70), "ce": row(0.86, 0.40, 0.80, 0.9), "joint": row(0.90, 0.40, 0.75, 0.9)}
+    assert joint.choose_recipe(table) == "joint"  # ce is clearly behind on unseen P@1 (0.04 > noise)
+    table["ce"]["unseen"]["p1"] = 0.88
+    assert joint.choose_recipe(table) == "ce"  # now only 0.02 behind: a tie, and ce has the best seen MAP@R
+    table["ce"]["unseen"]["map_r"] = 0.30
+    table["joint"]["seen"].pop("accuracy")
+    assert joint.choose_recipe(table) == "joint"  # without heads left, the best seen MAP@R of those passing
+    table["metric"]["seen"]["map_r"] = 0.76
+    assert joint.choose_recipe(table) == "metric"
+
+
 def test_summary_table_shows_mean_and_std_and_a_dash_where_a_metric_is_missing():
     run = lambda v: {"x": {"seen": {"p1": v, "map_r": v, "accuracy": v}, "unseen": {"p1": v, "map_r": v}},  # noqa: E731
                      "y": {"seen": {"p1": v, "map_r": v}, "unseen": {"p1": v, "map_r": v}}}

@@ -89,6 +89,26 @@ def test_cached_computes_once_per_recipe_in_full_mode(tmp_path, monkeypatch):
     assert len(list((tmp_path / "build" / "cache").iterdir())) == 2
 
 
+def test_selection_data_uses_only_training_images_of_the_seen_classes():
+    sets = lesson.selection_data(QUICK, lesson.QUICK)
+    assert sets.seen == data.SEEN_CLASSES[:3] and sets.unseen == data.SEEN_CLASSES[3:]
+    pool = {img.numpy().tobytes() for img in data.load_fashion_mnist("train").tensors[0]}
+    parts = {"train": sets.train, "valid": sets.valid, "seen": sets.test["seen"], "unseen": sets.test["unseen"]}
+    keys = {name: [img.numpy().tobytes() for img in ds.tensors[0]] for name, ds in parts.items()}
+    assert all(k in pool for ks in keys.values() for k in ks), "every image is a training image"
+    for a in parts:
+        for b in parts:
+            if a < b:
+                assert not set(keys[a]) & set(keys[b]), f"{a} and {b} share images"
+    for name in ("train", "valid", "seen"):
+        assert set(parts[name].tensors[1].tolist()) == set(sets.seen)
+    assert set(parts["unseen"].tensors[1].tolist()) == set(sets.unseen)
+    assert len(sets.train) == 3 * lesson.QUICK.train_per_class
+    assert len(sets.test["unseen"]) == 2 * lesson.QUICK.eval_per_class
+    with pytest.raises(ValueError, match="held_out"):
+        lesson.selection_data(QUICK, lesson.QUICK, held_out=4)
+
+
 def test_cache_fingerprint_follows_the_training_code_only(monkeypatch):
     before = lesson._code_fingerprint()
     monkeypatch.setattr(lesson, "print_differences", lambda *a: None)  # a printing helper: same key
