@@ -1,0 +1,401 @@
+"""A metric learning reality check: many methods on one protocol and one budget, and the levers of a training
+recipe, each measured on its own: augmentation, embedding size, a wider trunk, a learning-rate schedule, training
+length, the joint loss weight and which classes are seen (lesson 08).
+
+Every run here trains a ``joint.JointNet`` with ``joint.joint_loss``: cross-entropy only is ``weight=0``, a metric
+loss only is ``ce_weight=0``, and the course's recipe is both. Everything that defines a run is in its ``Recipe``
+and its ``lesson.Budget``; both, the classes and ``VERSION`` key the cache (``lesson.cached``).
+"""
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data, evaluation, joint, lesson, models, plotting, session
+
+VERSION = "08-1"  # the version of this module's training code: change it when training changes, to retrain
+NUM_CLASSES = len(data.CLASS_NAMES)  # the classifier head has one output per Fashion-MNIST class
+
+
+class Augment(nn.Module):
+    """Random horizontal flips, shifts of up to ``shift`` pixels and erased rectangles, drawn per image, on a batch
+    (N, C, H, W) in training mode; the identity in eval mode, so evaluation never sees it."""
+
+    def __init__(self, flip: float = 0.5, shift: int = 2, erase: float = 0.0, erase_size: tuple = (4, 10)):
+        super().__init__()
+        self.flip, self.shift, self.erase, self.erase_size = flip, shift, erase, tuple(erase_size)
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        if self.flip:
+            flipped = torch.rand(len(x), device=x.device) < self.flip
+            x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+        if self.shift:
+            x = shift_images(x, torch.randint(-self.shift, self.shift + 1, (len(x), 2), device=x.device))
+        if self.erase:
+            x = x.masked_fill(erase_masks(x, self.erase, self.erase_size), 0.0)
+        return x
+
+
+def shift_images(x, offsets):
+    """Each image of x (N, C, H, W) moved by its whole-pixel ``offsets`` (N, 2) as (dx, dy); the border pixels
+    (background in Fashion-MNIST) fill what is uncovered."""
+    n, _, h, w = x.shape
+    rows = (torch.arange(h, device=x.device)[None, :] - offsets[:, 1:2]).clamp(0, h - 1)  # (N, H)
+    cols = (torch.arange(w, device=x.device)[None, :] - offsets[:, 0:1]).clamp(0, w - 1)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def erase_masks(x, p: float, size: tuple):
+    """Boolean masks (N, 1, H, W): with probability ``p`` per image, one square of side in ``size`` at random."""
+    n, _, h, w = x.shape
+    side = torch.randint(size[0], size[1] + 1, (n, 1), device=x.device)
+    top = (torch.rand(n, 1, device=x.device) * (h - side + 1)).long()
+    left = (torch.rand(n, 1, device=x.device) * (w - side + 1)).long()
+    ys, xs = torch.arange(h, device=x.device)[None, :], torch.arange(w, device=x.device)[None, :]
+    inside_y, inside_x = (ys >= top) & (ys < top + side), (xs >= left) & (xs < left + side)  # (N, H), (N, W)
+    chosen = (torch.rand(n, device=x.device) < p)[:, None, None]
+    return (inside_y[:, :, None] & inside_x[:, None, :] & chosen)[:, None]
+
+
+class Augmented(nn.Module):
+    """An embedding network with ``Augment`` in front: images -> embeddings (N, embedding_dim); ``net`` alone is
+    the network to keep, since the augmentation does nothing in eval mode."""
+
+    def __init__(self, net: nn.Module, augment: nn.Module):
+        super().__init__()
+        self.augment, self.net, self.embedding_dim = augment, net, net.embedding_dim
+
+    def forward(self, x):
+        return self.net(self.augment(x))
+
+
+class WideTrunk(nn.Module):
+    """``ConvTrunk`` made wider and deeper: ``depth`` conv-batch-norm-ReLU layers per block, then max pooling;
+    then global average pooling, images (N, 1, 28, 28) -> features (N, widths[-1]), or with ``keep_layout`` the
+    last feature map flattened, (N, widths[-1] * 3 * 3) for three blocks: where things are in the image survives."""
+
+    def __init__(self, in_channels: int = 1, widths=(64, 128, 256), depth: int = 2, keep_layout: bool = False,
+                 image_size: int = 28):
+        super().__init__()
+        layers, channels = [], in_channels
+        for width in widths:
+            for _ in range(depth):
+                layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                           nn.ReLU(inplace=True)]
+                channels = width
+            layers.append(nn.MaxPool2d(2))
+        side = image_size // 2 ** len(widths) if keep_layout else 1
+        pool = [] if keep_layout else [nn.AdaptiveAvgPool2d(1)]
+        self.layers = nn.Sequential(*layers, *pool, nn.Flatten())
+        self.out_features = channels * side * side
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def layout_trunk() -> WideTrunk:
+    """``ConvTrunk``'s three blocks with the last feature map flattened instead of averaged: (N, 1, 28, 28) ->
+    (N, 1152), 128 channels at each of 3 x 3 places."""
+    return WideTrunk(widths=(32, 64, 128), depth=1, keep_layout=True)
+
+
+def wide_trunk() -> WideTrunk:
+    """``ConvTrunk`` one and a half times as wide, with two conv layers per block: (N, 1, 28, 28) -> (N, 192)."""
+    return WideTrunk(widths=(48, 96, 192), depth=2)
+
+
+TRUNKS = {"conv": models.ConvTrunk, "wide": wide_trunk, "layout": layout_trunk}  # a recipe names its trunk
+
+
+@dataclass
+class Recipe:
+    """What a training run does besides the data and the ``lesson.Budget`` (epochs, batch, lr, embedding size):
+    the loss ``weight * metric_loss + ce_weight * cross-entropy`` (PML's loss and miner, handed in), the trunk
+    (``TRUNKS``), the augmentation (``Augment``'s settings, or None) and the learning-rate schedule."""
+
+    metric_loss: object = None
+    miner: object = None
+    weight: float = 0.0
+    ce_weight: float = 1.0
+    trunk: str = "conv"
+    augment: dict = None
+    schedule: str = "constant"  # or "onecycle": warm up for 10% of the steps, then cosine down to ~0
+
+    def settings(self) -> dict:
+        """The recipe as plain settings (PML objects through ``lesson.describe``): for cache keys and JSON."""
+        return {**asdict(replace(self, metric_loss=None, miner=None)), "metric_loss": lesson.describe(self.metric_loss),
+                "miner": lesson.describe(self.miner), "version": VERSION}
+
+
+def make_embedder(recipe: Recipe, embedding_dim: int) -> models.EmbeddingNet:
+    """The recipe's trunk and a linear layer to ``embedding_dim``, freshly initialised."""
+    return models.EmbeddingNet(TRUNKS[recipe.trunk](), embedding_dim)
+
+
+def make_model(recipe: Recipe, embedding_dim: int) -> joint.JointNet:
+    """The network a recipe trains: its embedder (behind ``Augment`` if it augments) with a 10-class head."""
+    net = make_embedder(recipe, embedding_dim)
+    if recipe.augment is not None:
+        net = Augmented(net, Augment(**recipe.augment))
+    return joint.JointNet(net, NUM_CLASSES)
+
+
+def embedding_net(model: joint.JointNet) -> models.EmbeddingNet:
+    """The embedding network of a ``make_model`` network, without the head and the augmentation."""
+    net = model.embedding_net
+    return net.net if isinstance(net, Augmented) else net
+
+
+def make_scheduler(recipe: Recipe, optimizer, total_steps: int):
+    """The recipe's learning-rate schedule, stepped once per batch (None for a constant rate)."""
+    if recipe.schedule == "constant":
+        return None
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
+                                                   total_steps=total_steps, pct_start=0.1)
+    raise ValueError(f"unknown schedule {recipe.schedule!r}: use 'constant' or 'onecycle'")
+
+
+def train_epoch(model, recipe: Recipe, optimizer, scheduler, loader, device) -> float:
+    """One pass with ``joint.joint_loss`` and the scheduler stepped after each batch; returns the mean loss."""
+    model.train()
+    total = 0.0
+    for images, labels in loader:
+        embeddings, logits = model(images.to(device))
+        loss = joint.joint_loss(embeddings, logits, labels.to(device), recipe.metric_loss, recipe.miner,
+                                recipe.weight, recipe.ce_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item()
+    return total / max(len(loader), 1)
+
+
+def train(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, config, seed: int) -> dict:
+    """Train one network with Adam on ``budget``, keep the epoch with the best MAP@R on ``sets.valid`` and
+    evaluate it on ``sets.test`` (cosine); returns ``{"seed", "history", "table", "state"}`` as ``lesson.compare``'s
+    runs hold them (``state``: the embedding network's weights)."""
+    session.seed_everything(seed)
+    model = make_model(recipe, budget.embedding_dim).to(config.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
+    loader = data.make_loader(sets.train, budget.batch_size, seed=seed)
+    scheduler = make_scheduler(recipe, optimizer, budget.num_epochs * len(loader))
+    track = lesson.map_r_tracker({"valid": sets.valid}, config.device)
+    best = lesson._BestEpoch(model, lambda m: track(embedding_net(m)), "valid map_r")
+    history = []
+    for epoch in range(1, budget.num_epochs + 1):
+        row = {"epoch": epoch, "loss": train_epoch(model, recipe, optimizer, scheduler, loader, config.device)}
+        history.append({**row, **best(model)})
+    net = embedding_net(best.restore(history))
+    return {"seed": seed, "history": history, "table": evaluation.evaluate_splits(net, sets.test, config.device, "cosine"),
+            "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+
+
+def run_key(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, seed: int) -> dict:
+    """Everything that defines one run, for ``lesson.cached``: budget, recipe, classes, data sizes and seed."""
+    sizes = {"train": len(sets.train), "valid": len(sets.valid), **{k: len(v) for k, v in sets.test.items()}}
+    return lesson.recipe(budget, **recipe.settings(), seen=sets.seen, unseen=sets.unseen, sizes=sizes, seed=seed)
+
+
+def train_seeds(config, name: str, recipe: Recipe, sets, budget: lesson.Budget, seeds=None) -> list:
+    """``train`` once per seed (default: ``budget.seeds``), each run cached under ``build/cache/`` by ``run_key``."""
+    return [lesson.cached(config, f"08-{name}-seed{seed}".replace(" ", "_").replace("/", "_"),
+                          run_key(recipe, sets, budget, seed), lambda seed=seed: train(recipe, sets, budget, config, seed))
+            for seed in (budget.seeds if seeds is None else seeds)]
+
+
+def compare(config, methods: dict, sets, budget: lesson.Budget, baselines=None, seeds=None):
+    """Train each of ``methods`` (``{name: Recipe}``, or ``{name: (Recipe, Budget)}``) with every seed; returns
+    ``(table, runs)`` as ``lesson.compare`` does: baselines first, then each method's mean ± std over seeds."""
+    runs = {}
+    for name, method in methods.items():
+        recipe, method_budget = method if isinstance(method, tuple) else (method, budget)
+        runs[name] = train_seeds(config, name, recipe, sets, method_budget, seeds)
+    table = lesson.results_table(baselines or {}, sets.test, config.device)
+    for name, seed_runs in runs.items():
+        table[name] = lesson.mean_std([{name: run["table"]} for run in seed_runs])[name]
+    return table, runs
+
+
+def network_of(run: dict, recipe: Recipe, budget: lesson.Budget) -> models.EmbeddingNet:
+    """The embedding network of one run of ``train``, in eval mode."""
+    net = make_embedder(recipe, budget.embedding_dim)
+    net.load_state_dict(run["state"])
+    return net.eval()
+
+
+def class_split_data(config, budget: lesson.Budget, seen, unseen=()) -> lesson.LessonData:
+    """``lesson.lesson_data`` for any classes: training and validation images of ``seen``, test images of both
+    (an empty ``unseen`` gives only ``test["seen"]``: all classes seen, as when training on all ten)."""
+    train_seen, _ = data.seen_unseen(lesson._fashion_mnist("train"), seen, unseen)
+    test_seen, test_unseen = data.seen_unseen(lesson._fashion_mnist("test"), seen, unseen)
+    train, valid = data.split_per_class(train_seen, (budget.train_per_class, budget.valid_per_class), config.seed)
+    test = {"seen": data.subsample(test_seen, budget.eval_per_class, seed=config.seed)}
+    if unseen:
+        test["unseen"] = data.subsample(test_unseen, budget.eval_per_class, seed=config.seed)
+    train_unseen = data.select_classes(lesson._fashion_mnist("train"), unseen)
+    return lesson.LessonData(tuple(seen), tuple(unseen), train, test, train_unseen, valid)
+
+
+# --- reading the results ----------------------------------------------------------------------------------------
+
+def summary(table: dict, splits=("seen", "unseen")) -> str:
+    """A results table as text, "mean ± std" per split and metric (``evaluation.metrics_table``'s columns)."""
+    return evaluation.metrics_table({name: {s: row[s] for s in splits if s in row} for name, row in table.items()})
+
+
+def lever_effects(table: dict, base: str, split: str = "unseen", metrics=("p1", "map_r")) -> dict:
+    """``{name: {metric: (difference from base, clear)}}`` for every other row: what each lever bought, and whether
+    the difference beats ``lesson.margin`` (``clear`` is +1 for a win, -1 for a loss, 0 for a tie)."""
+    effects = {}
+    for name in table:
+        if name != base:
+            effects[name] = {m: (table[name][split][m] - table[base][split][m],
+                                 int(lesson.wins(table, name, base, split, m)) - int(lesson.wins(table, base, name, split, m)))
+                             for m in metrics}
+    return effects
+
+
+def format_effects(effects: dict, base: str) -> str:
+    """``lever_effects`` as lines such as ``embedding 128: P@1 +0.004 (tie), MAP@R +0.031 (win)``."""
+    verdict = {1: "win", 0: "tie", -1: "loss"}
+    return "\n".join(f"{name} vs {base}: " + ", ".join(f"{evaluation.DISPLAY_NAMES[m]} {d:+.3f} ({verdict[c]})"
+                                                      for m, (d, c) in row.items()) for name, row in effects.items())
+
+
+def resolved_pairs(table: dict, names, split: str, metric: str = "map_r") -> tuple:
+    """``(wins, ties)``: the pairs ``(a, b)`` of ``names`` where ``a`` clearly beats ``b`` (``lesson.wins``), and the
+    pairs the table cannot tell apart (``lesson.ties``), on one split and metric."""
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    wins = [(a, b) if table[a][split][metric] > table[b][split][metric] else (b, a) for a, b in pairs
+            if not lesson.ties(table, a, b, split, metric)]
+    return wins, [pair for pair in pairs if lesson.ties(table, *pair, split, metric)]
+
+
+def choose_levers(effects: dict) -> list:
+    """The rule of lesson 08, fixed before the measurement: keep every lever that raised MAP@R on the validation
+    classes and lost clearly on neither P@1 nor MAP@R (``effects`` from ``lever_effects``)."""
+    return [name for name, row in effects.items()
+            if row["map_r"][0] > 0 and all(clear >= 0 for _, clear in row.values())]
+
+
+def combine(levers: dict, base: str, kept, budget: lesson.Budget) -> tuple:
+    """``(recipe, budget)``: the ``base`` lever with every setting that the ``kept`` levers change (each lever a
+    ``Recipe`` or ``(Recipe, Budget)``, one change from base); augmentation settings are merged."""
+    split = lambda lever: lever if isinstance(lever, tuple) else (lever, budget)  # noqa: E731
+    recipe, combined = split(levers[base])
+    base_recipe, base_budget = recipe, combined
+    for name in kept:
+        lever_recipe, lever_budget = split(levers[name])
+        for key, value in vars(lever_recipe).items():
+            if key == "augment" and value is not None:
+                recipe = replace(recipe, augment={**(recipe.augment or {}), **value})
+            elif value is not getattr(base_recipe, key) and value != getattr(base_recipe, key):
+                recipe = replace(recipe, **{key: value})
+        combined = replace(combined, **{key: value for key, value in asdict(lever_budget).items()
+                                        if value != getattr(base_budget, key)})
+    return recipe, combined
+
+
+def benchmark_bars(table: dict, metrics=evaluation.METRICS, title=None):
+    """One panel per metric, grouped bars (seen, unseen) per method, error bars of one std over seeds."""
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(8, 1.3 * len(table)), 3.2 * len(metrics)), sharex=True)
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        plotting.metric_bars(table, metric, ax=ax, title=evaluation.DISPLAY_NAMES[metric],
+                             ylabel=f"{evaluation.DISPLAY_NAMES[metric]} (mean ± std)")
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(title or "One protocol, one budget: retrieval with cosine distance")
+    fig.tight_layout()
+    return fig
+
+
+def effects_plot(effects: dict, title=None, ax=None):
+    """Horizontal bars: each lever's change of validation-class P@1 and MAP@R against the base recipe, with the
+    band of ``lesson.NOISE`` around zero where a difference is a tie."""
+    fig, ax = plotting._axes(ax, (7, 0.5 * len(effects) + 1.5))
+    names = list(effects)
+    for i, (metric, color) in enumerate((("p1", "tab:orange"), ("map_r", "tab:green"))):
+        ax.barh(np.arange(len(names)) + (i - 0.5) * 0.38, [effects[n][metric][0] for n in names], 0.38, color=color,
+                label=evaluation.DISPLAY_NAMES[metric])
+    ax.axvspan(-lesson.NOISE, lesson.NOISE, color="grey", alpha=0.15, label=f"noise (±{lesson.NOISE})")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set(yticks=np.arange(len(names)), yticklabels=names, xlabel="change against the base recipe",
+           title=title or "What each lever bought")
+    ax.invert_yaxis()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curve_plot(xs, table: dict, names: dict, reference: dict = None, xlabel: str = "", title=None, ax=None):
+    """Unseen-class P@1 and MAP@R (mean ± std) of the rows ``names`` (``{x: row name}``) against x, with a
+    dashed line per metric for ``reference`` rows (``{x: row name}``, e.g. raw pixels on the same classes)."""
+    fig, ax = plotting._axes(ax, (6, 3.8))
+    for metric, color in (("p1", "tab:orange"), ("map_r", "tab:green")):
+        rows = [table[names[x]]["unseen"] for x in xs]
+        ax.errorbar(xs, [r[metric] for r in rows], [r.get(f"{metric}_std", 0) for r in rows], marker="o", capsize=3,
+                    color=color, label=f"trained, {evaluation.DISPLAY_NAMES[metric]}")
+        if reference:
+            ax.plot(xs, [table[reference[x]]["unseen"][metric] for x in xs], "--", color=color,
+                    label=f"raw pixels, {evaluation.DISPLAY_NAMES[metric]}")
+    ax.set(xlabel=xlabel, ylabel="unseen classes", title=title, xticks=list(xs))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def worst_queries(embeddings, labels, k: int = 8, n: int = 4):
+    """The ``n`` queries with the fewest same-class images among their ``k`` nearest others (cosine), and the
+    neighbours (n, k) of those queries: the retrieval's worst failures."""
+    _, neighbours = evaluation.top_k(embeddings, embeddings, k, "cosine", exclude_self=True)
+    hits = (labels[neighbours] == labels[:, None]).sum(1)
+    worst = torch.argsort(hits, stable=True)[:n]
+    return worst, neighbours[worst]
+
+
+# --- export: the network, its recipe and a faiss index of its embeddings -----------------------------------------
+
+def export(folder, net: models.EmbeddingNet, recipe: dict, embeddings, labels) -> Path:
+    """Write ``model.pt`` (the state dict), ``recipe.json``, ``index.faiss`` (an exact inner-product index of the
+    unit-length embeddings (N, D): cosine similarity) and ``labels.npy`` to ``folder``; returns the folder."""
+    import faiss
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), folder / "model.pt")
+    (folder / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True, default=str) + "\n")
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    index.add(F.normalize(embeddings.float(), dim=1).numpy())
+    faiss.write_index(index, str(folder / "index.faiss"))
+    np.save(folder / "labels.npy", labels.numpy())
+    return folder
+
+
+def load_export(folder):
+    """``(net, recipe, index, labels)`` from an ``export`` folder: the network rebuilt from ``recipe.json``'s
+    ``trunk`` and ``embedding_dim``, in eval mode."""
+    import faiss
+
+    folder = Path(folder)
+    recipe = json.loads((folder / "recipe.json").read_text())
+    net = models.EmbeddingNet(TRUNKS[recipe["trunk"]](), recipe["embedding_dim"])
+    net.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
+    return net.eval(), recipe, faiss.read_index(str(folder / "index.faiss")), torch.from_numpy(np.load(folder / "labels.npy"))
+
+
+def search(net, index, images, k: int = 8):
+    """The ``k`` most similar indexed embeddings of each image (N, 1, H, W): (similarities (N, k), ids (N, k))."""
+    with torch.inference_mode():
+        queries = F.normalize(net.eval()(images).float(), dim=1).numpy()
+    similarities, ids = index.search(queries, k)
+    return torch.from_numpy(similarities), torch.from_numpy(ids)
