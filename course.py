@@ -46,6 +46,17 @@ def check_data() -> None:
     sh(PYTHON, "-c", "from course_utils import data; data.verify(); print('Data files verified.')")
 
 
+def parallel(env) -> list:
+    """pytest-xdist options: one worker per core (``COURSE_TEST_JOBS`` overrides; 1 runs everything in one process),
+    each notebook's cells in order on one worker (``--dist loadscope``), and one torch thread per worker so the
+    workers don't fight over the cores."""
+    jobs = int(os.environ.get("COURSE_TEST_JOBS") or os.cpu_count() or 1)
+    if jobs <= 1:
+        return []
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    return ["-n", str(jobs), "--dist", "loadscope"]
+
+
 def main(argv) -> int:
     command = argv[0] if argv else ""
     if command not in {"run", "test", "lab"}:
@@ -58,7 +69,8 @@ def main(argv) -> int:
         sh(PYTHON, "-m", "course_utils.instructor.run_course", *argv[1:], env=env)
     elif command == "test":
         env["COURSE_QUICK"] = "1"
-        sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", "tests", "notebooks", *argv[1:], env=env)
+        sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", *parallel(env), "tests", "notebooks", *argv[1:],
+           env=env)
     else:
         sh(PYTHON, "-m", "jupyter", "lab", "--notebook-dir", REPO / "notebooks", *argv[1:], env=env)
     return 0
