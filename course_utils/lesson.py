@@ -266,7 +266,9 @@ def describe(obj):
     """A PML loss, miner or distance as plain settings (its class and number/text attributes), for cache keys."""
     if obj is None:
         return None
-    settings = {k: v for k, v in vars(obj).items() if isinstance(v, (int, float, str, bool))}
+    per_call = {"num_pos_pairs", "num_neg_pairs", "num_triplets", *getattr(obj, "_record_these_stats", [])}
+    settings = {k: v for k, v in vars(obj).items()  # not what PML counts on each call (a miner's num_pos_pairs)
+                if isinstance(v, (int, float, str, bool)) and k not in per_call}
     children = {name: describe(child) for name, child in getattr(obj, "named_children", lambda: [])()}
     return {"class": type(obj).__name__, **settings, **children}
 

@@ -109,6 +109,17 @@ def test_selection_data_uses_only_training_images_of_the_seen_classes():
         lesson.selection_data(QUICK, lesson.QUICK, held_out=4)
 
 
+def test_describe_is_the_same_before_and_after_a_loss_or_miner_is_used():
+    from pytorch_metric_learning import losses, miners
+    loss, miner = losses.CircleLoss(m=0.4, gamma=80), miners.MultiSimilarityMiner(epsilon=0.1)
+    before = lesson.describe(loss), lesson.describe(miner)
+    x, y = torch.randn(20, 8), torch.arange(20) % 4
+    loss(x, y, miner(x, y))
+    assert (lesson.describe(loss), lesson.describe(miner)) == before
+    assert before[1]["epsilon"] == 0.1 and before[0]["gamma"] == 80
+    assert lesson.describe(miners.MultiSimilarityMiner(epsilon=0.2)) != before[1]
+
+
 def test_cache_fingerprint_follows_the_training_code_only(monkeypatch):
     before = lesson._code_fingerprint()
     monkeypatch.setattr(lesson, "print_differences", lambda *a: None)  # a printing helper: same key
