@@ -88,12 +88,13 @@ def table(results: dict) -> str:
 def tradeoff_plot(results: dict, ax=None, title=None):
     """Recall@k against query time (log scale), one line per index through its search settings; returns the Figure."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2)) if ax is None else (ax.figure, ax)
-    for name, r in results.items():
+    for i, (name, r) in enumerate(results.items()):
         x, y = [row["ms_per_1k"] for row in r["rows"]], [row["recall"] for row in r["rows"]]
-        ax.plot(x, y, marker="o", label=f"{name} ({r['bytes'] / 2**20:.0f} MiB)")
-        for row, xi, yi in zip(r["rows"], x, y):
+        line, = ax.plot(x, y, marker="o", label=f"{name} ({r['bytes'] / 2**20:.0f} MiB)")
+        for row, xi, yi in zip(r["rows"], x, y):  # the setting beside each point, lines alternating below and above
             if row["parameter"]:
-                ax.annotate(f"{row['value']}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=8)
+                ax.annotate(f"{row['parameter']}={row['value']}", (xi, yi), textcoords="offset points", fontsize=7,
+                            xytext=(5, -11) if i % 2 else (-5, 6), ha="left" if i % 2 else "right", color=line.get_color())
     ax.set_xscale("log")
     ax.set_xlabel("query time (ms per 1,000 queries, log scale)")
     ax.set_ylabel("recall@k against exact search")
