@@ -24,10 +24,11 @@ NUM_CLASSES = len(data.CLASS_NAMES)  # the classifier head has one output per Fa
 
 
 class Augment(nn.Module):
-    """Random horizontal flips, shifts of up to ``shift`` pixels and erased rectangles, drawn per image, on a batch
-    (N, C, H, W) in training mode; the identity in eval mode, so evaluation never sees it."""
+    """Random horizontal flips (with probability ``flip``), shifts of up to ``shift`` pixels and erased squares
+    (probability ``erase``), drawn per image, on a batch (N, C, H, W) in training mode; each is off by default, and
+    the whole module is the identity in eval mode, so evaluation never sees it."""
 
-    def __init__(self, flip: float = 0.5, shift: int = 2, erase: float = 0.0, erase_size: tuple = (4, 10)):
+    def __init__(self, flip: float = 0.0, shift: int = 0, erase: float = 0.0, erase_size: tuple = (4, 10)):
         super().__init__()
         self.flip, self.shift, self.erase, self.erase_size = flip, shift, erase, tuple(erase_size)
 
@@ -205,7 +206,8 @@ def train(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, config
 def run_key(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, seed: int) -> dict:
     """Everything that defines one run, for ``lesson.cached``: budget, recipe, classes, data sizes and seed."""
     sizes = {"train": len(sets.train), "valid": len(sets.valid), **{k: len(v) for k, v in sets.test.items()}}
-    return lesson.recipe(budget, **recipe.settings(), seen=sets.seen, unseen=sets.unseen, sizes=sizes, seed=seed)
+    return lesson.recipe(replace(budget, seeds=None), **recipe.settings(), seen=sets.seen, unseen=sets.unseen,
+                         sizes=sizes, seed=seed)
 
 
 def train_seeds(config, name: str, recipe: Recipe, sets, budget: lesson.Budget, seeds=None) -> list:
@@ -255,11 +257,11 @@ def summary(table: dict, splits=("seen", "unseen")) -> str:
     return evaluation.metrics_table({name: {s: row[s] for s in splits if s in row} for name, row in table.items()})
 
 
-def lever_effects(table: dict, base: str, split: str = "unseen", metrics=("p1", "map_r")) -> dict:
-    """``{name: {metric: (difference from base, clear)}}`` for every other row: what each lever bought, and whether
-    the difference beats ``lesson.margin`` (``clear`` is +1 for a win, -1 for a loss, 0 for a tie)."""
+def lever_effects(table: dict, base: str, names, split: str = "unseen", metrics=("p1", "map_r")) -> dict:
+    """``{name: {metric: (difference from base, clear)}}`` for each of ``names`` (rows of ``table``): what each lever
+    bought, and whether the difference beats ``lesson.margin`` (``clear``: +1 a win, -1 a loss, 0 a tie)."""
     effects = {}
-    for name in table:
+    for name in names:
         if name != base:
             effects[name] = {m: (table[name][split][m] - table[base][split][m],
                                  int(lesson.wins(table, name, base, split, m)) - int(lesson.wins(table, base, name, split, m)))
@@ -284,28 +286,32 @@ def resolved_pairs(table: dict, names, split: str, metric: str = "map_r") -> tup
 
 
 def choose_levers(effects: dict) -> list:
-    """The rule of lesson 08, fixed before the measurement: keep every lever that raised MAP@R on the validation
-    classes and lost clearly on neither P@1 nor MAP@R (``effects`` from ``lever_effects``)."""
-    return [name for name, row in effects.items()
-            if row["map_r"][0] > 0 and all(clear >= 0 for _, clear in row.values())]
+    """The rule of lesson 08, fixed before the measurement: keep every lever that clearly won on the validation
+    classes by P@1 or MAP@R and clearly lost on neither (``effects`` from ``lever_effects``); largest MAP@R gain
+    first, the order in which ``combine`` applies them."""
+    kept = [name for name, row in effects.items()
+            if any(clear > 0 for _, clear in row.values()) and all(clear >= 0 for _, clear in row.values())]
+    return sorted(kept, key=lambda name: -effects[name]["map_r"][0])
 
 
 def combine(levers: dict, base: str, kept, budget: lesson.Budget) -> tuple:
-    """``(recipe, budget)``: the ``base`` lever with every setting that the ``kept`` levers change (each lever a
-    ``Recipe`` or ``(Recipe, Budget)``, one change from base); augmentation settings are merged."""
+    """``(recipe, budget)``: the ``base`` lever with the settings that the ``kept`` levers change (each lever a
+    ``Recipe`` or ``(Recipe, Budget)``, one change from base). The first kept lever to change a setting sets it
+    (two trunks cannot both be used); augmentations are merged."""
     split = lambda lever: lever if isinstance(lever, tuple) else (lever, budget)  # noqa: E731
-    recipe, combined = split(levers[base])
-    base_recipe, base_budget = recipe, combined
+    base_recipe, base_budget = split(levers[base])
+    recipe, settings, taken = {}, {}, set()
     for name in kept:
         lever_recipe, lever_budget = split(levers[name])
-        for key, value in vars(lever_recipe).items():
-            if key == "augment" and value is not None:
-                recipe = replace(recipe, augment={**(recipe.augment or {}), **value})
-            elif value is not getattr(base_recipe, key) and value != getattr(base_recipe, key):
-                recipe = replace(recipe, **{key: value})
-        combined = replace(combined, **{key: value for key, value in asdict(lever_budget).items()
-                                        if value != getattr(base_budget, key)})
-    return recipe, combined
+        changed = {k: v for k, v in vars(lever_recipe).items() if v is not getattr(base_recipe, k)
+                   and v != getattr(base_recipe, k)}
+        changed_budget = {k: v for k, v in asdict(lever_budget).items() if v != getattr(base_budget, k)}
+        if "augment" in changed:
+            recipe["augment"] = {**recipe.get("augment", {}), **changed.pop("augment")}
+        for target, new in ((recipe, changed), (settings, changed_budget)):
+            target.update({k: v for k, v in new.items() if k not in taken})
+        taken |= set(changed) | set(changed_budget)
+    return replace(base_recipe, **recipe), replace(base_budget, **settings)
 
 
 def benchmark_bars(table: dict, metrics=evaluation.METRICS, title=None):

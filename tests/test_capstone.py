@@ -20,9 +20,10 @@ def images(n=6, seed=0):
     return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
 
 
-def test_augment_is_the_identity_in_eval_mode():
+def test_augment_is_the_identity_in_eval_mode_and_by_default():
     x = images()
-    assert torch.equal(capstone.Augment(erase=1.0).eval()(x), x)
+    assert torch.equal(capstone.Augment(flip=1.0, shift=3, erase=1.0).eval()(x), x)
+    assert torch.equal(capstone.Augment().train()(x), x)
 
 
 def test_augment_keeps_shapes_and_changes_images_in_training_mode():
@@ -138,7 +139,8 @@ def test_train_returns_a_run_like_lesson_compare(recipe):
 
 
 def test_train_is_reproducible_per_seed():
-    recipe = capstone.Recipe(losses.CircleLoss(), miners.MultiSimilarityMiner(0.1), weight=0.1, augment={})
+    recipe = capstone.Recipe(losses.CircleLoss(), miners.MultiSimilarityMiner(0.1), weight=0.1,
+                             augment={"flip": 0.5, "shift": 2, "erase": 0.5})
     a, b = (capstone.train(recipe, toy_sets(), BUDGET, CONFIG, seed=3) for _ in range(2))
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
 
@@ -151,6 +153,7 @@ def test_run_key_names_every_lever():
     changes = [replace(base, augment={}), replace(base, trunk="wide"), replace(base, schedule="onecycle"),
                replace(base, weight=1.0), replace(base, metric_loss=losses.CircleLoss(m=0.25))]
     keys = [capstone.run_key(r, sets, BUDGET, 0) for r in changes]
+    assert capstone.run_key(base, sets, replace(BUDGET, seeds=(0, 1, 2)), 0) == key  # one run, whatever the other seeds
     keys += [capstone.run_key(base, sets, replace(BUDGET, embedding_dim=16), 0), capstone.run_key(base, sets, BUDGET, 1),
              capstone.run_key(base, toy_sets(classes=(0, 1, 3), unseen=(2, 4)), BUDGET, 0)]
     assert all(k != key for k in keys) and len({json.dumps(k, sort_keys=True, default=str) for k in keys}) == len(keys)
@@ -177,10 +180,31 @@ def test_class_split_data_uses_the_given_classes(monkeypatch):
     assert list(capstone.class_split_data(CONFIG, budget, tuple(range(10))).test) == ["seen"]
 
 
+def test_combine_applies_every_kept_change_and_merges_augmentations():
+    base = capstone.Recipe(losses.CircleLoss(), weight=0.1)
+    levers = {"base": base, "flips": replace(base, augment={"flip": 0.5, "shift": 2}),
+              "erase": replace(base, augment={"erase": 0.5}), "wide": replace(base, trunk="wide"),
+              "layout": replace(base, trunk="layout"), "dim": (base, replace(BUDGET, embedding_dim=32)),
+              "long": (base, replace(BUDGET, num_epochs=4)), "weight": replace(base, weight=1.0)}
+    recipe, budget = capstone.combine(levers, "base", ["flips", "layout", "erase", "wide", "dim", "long"], BUDGET)
+    assert recipe.augment == {"flip": 0.5, "shift": 2, "erase": 0.5} and recipe.trunk == "layout"  # first one wins
+    assert recipe.weight == 0.1 and recipe.metric_loss is base.metric_loss
+    assert budget == replace(BUDGET, embedding_dim=32, num_epochs=4)
+    assert capstone.combine(levers, "base", [], BUDGET) == (base, BUDGET)
+    assert capstone.combine(levers, "base", ["wide", "layout"], BUDGET)[0].trunk == "wide"
+
+
+def test_choose_levers_keeps_clear_wins_without_clear_losses_largest_gain_first():
+    effects = {"a": {"p1": (0.01, 0), "map_r": (0.02, 0)}, "b": {"p1": (-0.05, -1), "map_r": (0.04, 1)},
+               "c": {"p1": (0.04, 1), "map_r": (-0.001, 0)}, "d": {"p1": (0.0, 0), "map_r": (0.05, 1)}}
+    assert capstone.choose_levers(effects) == ["d", "c"]
+
+
 def test_lever_effects_call_wins_and_ties():
     row = lambda p1, map_r, std=0.0: {"unseen": {"p1": p1, "map_r": map_r, "p1_std": std, "map_r_std": std}}  # noqa: E731
     table = {"base": row(0.9, 0.5), "better": row(0.9, 0.6), "worse": row(0.8, 0.5), "noisy": row(0.95, 0.535, 0.04)}
-    effects = capstone.lever_effects(table, "base")
+    effects = capstone.lever_effects(table, "base", list(table))
+    assert list(capstone.lever_effects(table, "base", ["base", "worse"])) == ["worse"]
     assert effects["better"]["map_r"][1] == 1 and effects["better"]["p1"][1] == 0
     assert effects["worse"]["p1"][1] == -1 and effects["noisy"]["map_r"][1] == 0
     assert "MAP@R +0.100 (win)" in capstone.format_effects(effects, "base")
