@@ -24,7 +24,7 @@ from .exercises import _call
 #   joint 0.1 (this)    0.890 ± 0.092   0.948 ± 0.006   0.832 ± 0.003   0.901 ± 0.006   0.661 ± 0.020
 #
 # The validation classes cannot tell the recipes apart: the largest unseen gap (metric only over cross-entropy only
-# by P@1: 0.026 here, 0.031 in another run) sits at the 0.03 noise threshold, so ``choose_recipe`` picks joint 0.1 in
+# by P@1: 0.026 here, 0.031 in a run of the same cells from a script) sits at the 0.03 noise threshold, so ``choose_recipe`` picks joint 0.1 in
 # some runs and cross-entropy only in others. The default is the recipe clearly behind no other, on the validation
 # classes and on the test classes, that uses both signals: a defensible choice among near-equals.
 RECIPE = {
