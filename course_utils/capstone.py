@@ -210,9 +210,10 @@ def run_key(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, seed
                          sizes=sizes, seed=seed)
 
 
-def train_seeds(config, name: str, recipe: Recipe, sets, budget: lesson.Budget, seeds=None) -> list:
-    """``train`` once per seed (default: ``budget.seeds``), each run cached under ``build/cache/`` by ``run_key``."""
-    return [lesson.cached(config, f"08-{name}-seed{seed}".replace(" ", "_").replace("/", "_"),
+def train_seeds(config, recipe: Recipe, sets, budget: lesson.Budget, seeds=None) -> list:
+    """``train`` once per seed (default: ``budget.seeds``), each run cached under ``build/cache/`` by ``run_key``
+    alone, so one run under two names (a lever, then the chosen recipe) trains once."""
+    return [lesson.cached(config, f"08-run-seed{seed}",
                           run_key(recipe, sets, budget, seed), lambda seed=seed: train(recipe, sets, budget, config, seed))
             for seed in (budget.seeds if seeds is None else seeds)]
 
@@ -223,7 +224,7 @@ def compare(config, methods: dict, sets, budget: lesson.Budget, baselines=None, 
     runs = {}
     for name, method in methods.items():
         recipe, method_budget = method if isinstance(method, tuple) else (method, budget)
-        runs[name] = train_seeds(config, name, recipe, sets, method_budget, seeds)
+        runs[name] = train_seeds(config, recipe, sets, method_budget, seeds)
     table = lesson.results_table(baselines or {}, sets.test, config.device)
     for name, seed_runs in runs.items():
         table[name] = lesson.mean_std([{name: run["table"]} for run in seed_runs])[name]
@@ -355,7 +356,7 @@ def curve_plot(xs, table: dict, names: dict, reference: dict = None, xlabel: str
         if reference:
             ax.plot(xs, [table[reference[x]]["unseen"][metric] for x in xs], "--", color=color,
                     label=f"raw pixels, {evaluation.DISPLAY_NAMES[metric]}")
-    ax.set(xlabel=xlabel, ylabel="unseen classes", title=title, xticks=list(xs))
+    ax.set(xlabel=xlabel, ylabel="P@1 and MAP@R on the unseen classes", title=title, xticks=list(xs))
     ax.legend(fontsize=8)
     return fig
 
