@@ -181,14 +181,19 @@ def winner(table: dict, split: str, metric: str) -> tuple:
     return ranked[0], ranked[1], lesson.wins(table, ranked[0], ranked[1], split, metric)
 
 
+def clearly_behind(table: dict, split: str = "unseen", metrics=("p1", "map_r")) -> dict:
+    """``{recipe: [(other, metric), ...]}``: for each recipe of a mean-over-seeds table, the recipes that
+    ``lesson.wins`` against it on ``split``, and by which metric (an empty list: clearly behind no other)."""
+    return {name: [(other, m) for other in table for m in metrics if lesson.wins(table, other, name, split, m)]
+            for name in table}
+
+
 def choose_recipe(table: dict) -> str:
     """The course's rule for its default recipe, applied to a mean-over-seeds table measured on validation classes
     (``lesson.selection_data``), in this order: (1) keep the recipes that no other recipe ``lesson.wins`` against on
-    the unseen (validation) classes, by P@1 or by MAP@R; (2) among those, prefer the ones with a trained classifier
-    head (an ``accuracy``); (3) of those, the highest seen-class MAP@R."""
-    behind = lambda name: any(lesson.wins(table, other, name, "unseen", m)  # noqa: E731
-                              for other in table for m in ("p1", "map_r"))
-    passed = [name for name in table if not behind(name)]
+    the unseen (validation) classes, by P@1 or by MAP@R (``clearly_behind``); (2) among those, prefer the ones with
+    a trained classifier head (an ``accuracy``); (3) of those, the highest seen-class MAP@R."""
+    passed = [name for name, behind in clearly_behind(table).items() if not behind]
     with_head = [name for name in passed if "accuracy" in table[name]["seen"]] or passed
     return max(with_head, key=lambda name: table[name]["seen"]["map_r"])
 

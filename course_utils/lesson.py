@@ -175,9 +175,9 @@ def format_differences(diff: dict) -> str:
     return ", ".join(f"{evaluation.DISPLAY_NAMES[m]} {v:+.3f}" for m, v in diff.items())
 
 
-def print_differences(table: dict, method: str, others, splits=("seen", "unseen")) -> None:
-    """Print ``method minus other`` on each split, for each other method or baseline of a results table."""
-    for other in [others] if isinstance(others, str) else others:
+def print_differences(table: dict, method: str, others: list, splits=("seen", "unseen")) -> None:
+    """Print ``method minus other`` on each split, for each of ``others`` (methods or baselines of a results table)."""
+    for other in others:
         for split in splits:
             print(f"{split:>6}, {method} minus {other}: " + format_differences(differences(table, method, other, split)))
 

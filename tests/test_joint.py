@@ -156,6 +156,7 @@ def test_choose_recipe_applies_the_rule_in_order():
         "seen": {"map_r": seen, "map_r_std": 0.01, **({"accuracy": acc, "accuracy_std": 0.01} if acc else {})},
         "unseen": {"p1": p1, "p1_std": 0.005, "map_r": m, "map_r_std": 0.005}}
     table = {"metric": row(0.90, 0.40, 0.70), "ce": row(0.86, 0.40, 0.80, 0.9), "joint": row(0.90, 0.40, 0.75, 0.9)}
+    assert joint.clearly_behind(table) == {"metric": [], "ce": [("metric", "p1"), ("joint", "p1")], "joint": []}
     assert joint.choose_recipe(table) == "joint"  # ce is clearly behind on unseen P@1 (0.04 > noise)
     table["ce"]["unseen"]["p1"] = 0.88
     assert joint.choose_recipe(table) == "ce"  # now only 0.02 behind: a tie, and ce has the best seen MAP@R
