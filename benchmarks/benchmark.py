@@ -6,14 +6,16 @@
 Side by side, on one model (``ConvTrunk`` + a linear layer to 64 dims, as ``lesson.new_embedder``) with the same
 initial weights and the same Fashion-MNIST images:
 
-- course:  ``data.make_loader`` over the in-memory TensorDataset + ``training.train_epoch``; ``evaluation.embed``.
+- course:  ``data.make_loader`` over the in-memory TensorDataset + ``training.train_epoch`` on the network in
+  channels-last order (``models.on_device``, as ``training.fit`` does); ``evaluation.embed``, which runs
+  ``models.for_inference`` (batch norm folded into the convolutions, channels-last).
 - usual:   what PML's example notebooks do: torchvision's ``FashionMNIST`` (PIL images, ``ToTensor`` and
   ``Normalize``, built offline from the course's IDX files) through a ``DataLoader`` with 2 workers and PML's
   example training loop; embeddings with PML's ``testers.BaseTester().get_all_embeddings`` (batch 32, 2 workers).
 - course_device (on a GPU, or on the CPU with ``--device-variants``): the whole data set on the device, batches
   sliced from it in make_loader's order, channels_last, autocast (bf16 by default on a GPU), one sync per epoch;
   ``course_device_compiled`` adds ``torch.compile`` (its compile time reported apart).
-- model_only: the training step (or forward pass) on one resident batch: the ceiling for any data pipeline.
+- model_only: the course's training step (or forward pass) on one resident batch: the ceiling for its pipeline.
 
 Each row has images/s, seconds, peak memory (the process's resident high-water mark, reset per phase where Linux
 allows, DataLoader workers not included; on a GPU also torch's peak allocation) and achieved GFLOP/s: FLOPs per
@@ -375,10 +377,11 @@ def train_row(phase: Phase, images: int, loss: float, batch_size: int, **extra) 
 
 
 def time_course_training(model, train_set, args, device) -> dict:
-    """The course's pipeline: ``data.make_loader`` + ``training.train_epoch`` (PML's ContrastiveLoss, Adam)."""
+    """The course's pipeline: ``data.make_loader`` + ``training.train_epoch`` (PML's ContrastiveLoss, Adam) on the
+    network in ``models.on_device``'s layout, as ``training.fit`` trains it."""
     from pytorch_metric_learning import losses
 
-    model.to(device)
+    models.on_device(model, device)
     loader = data.make_loader(train_set, args.batch_size, seed=args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     warm_up(model, device, args.batch_size)
@@ -436,10 +439,11 @@ def time_device_training(model, train_set, args, device, batch_size: int, compil
 
 
 def time_model_only(model, args, device) -> dict:
-    """The training step alone, on one resident batch: the ceiling of any data pipeline at this batch size."""
+    """The course's training step alone (``models.on_device``'s layout), on one resident batch: the ceiling of the
+    course's pipeline at this batch size."""
     from pytorch_metric_learning import losses
 
-    model.to(device)
+    models.on_device(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     images = torch.randn(args.batch_size, 1, 28, 28, device=device)
     labels = torch.arange(args.batch_size, device=device) % 5
@@ -567,8 +571,8 @@ def device_embed(model, images, batch_size: int, amp=None) -> torch.Tensor:
 
 
 def time_device_embed(model, test_set, args, device, batch_size: int = 4096) -> dict:
-    """course_device: the test images on the device, channels_last, autocast, large batches."""
-    model.to(device, memory_format=torch.channels_last)
+    """course_device: the test images on the device, ``models.for_inference``'s network, autocast, large batches."""
+    model = models.for_inference(model, device)
     images = test_set.tensors[0].to(device)
     device_embed(model, images[:batch_size], batch_size, amp_dtype(args))  # warm-up
     with Phase(device) as phase:
@@ -578,8 +582,9 @@ def time_device_embed(model, test_set, args, device, batch_size: int = 4096) -> 
 
 
 def time_model_only_embed(model, device, batch_size: int = 512) -> dict:
-    """The forward pass alone on one resident batch of 512 (the course's batch): the embedding ceiling."""
-    model.to(device).eval()
+    """``models.for_inference``'s forward pass alone on one resident batch of 512 (the course's batch): the ceiling
+    of ``evaluation.embed``."""
+    model = models.for_inference(model, device)
     images = torch.randn(batch_size, 1, 28, 28, device=device)
     with torch.inference_mode():
         seconds = best_seconds(lambda: model(images), device, repeats=3)

@@ -188,7 +188,7 @@ def train(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, config
     evaluate it on ``sets.test`` (cosine); returns ``{"seed", "history", "table", "state"}`` as ``lesson.compare``'s
     runs hold them (``state``: the embedding network's weights)."""
     session.seed_everything(seed)
-    model = make_model(recipe, budget.embedding_dim).to(config.device)
+    model = models.on_device(make_model(recipe, budget.embedding_dim), config.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
     loader = data.make_loader(sets.train, budget.batch_size, seed=seed)
     scheduler = make_scheduler(recipe, optimizer, budget.num_epochs * len(loader))

@@ -92,7 +92,7 @@ def fit(model, metric_loss, miner, optimizer, loader, device, num_epochs: int, w
         ce_weight: float = 1.0, eval_fn=None, progress: bool = True) -> list:
     """Train for ``num_epochs``; one row per epoch as ``training.fit`` writes them: epoch, loss, seconds and
     ``eval_fn(model)``'s metrics."""
-    model.to(device)
+    models.on_device(model, device)
     history = []
     for epoch in range(1, num_epochs + 1):
         start = time.perf_counter()
@@ -107,13 +107,12 @@ def fit(model, metric_loss, miner, optimizer, loader, device, num_epochs: int, w
 
 @torch.inference_mode()
 def accuracy(model, dataset, device, batch_size: int = 512) -> float:
-    """Classification accuracy of a ``JointNet``'s logits on ``dataset`` (labels must be the head's class indices)."""
-    was_training = model.training
-    model.eval().to(device)
+    """Classification accuracy of a ``JointNet``'s logits on ``dataset`` (labels must be the head's class indices);
+    like ``evaluation.embed`` it runs ``models.for_inference(model)`` and leaves ``model`` as it was."""
+    net = models.for_inference(model, device)
     correct = 0
     for images, labels in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-        correct += (model(images.to(device))[1].argmax(1).cpu() == labels).sum().item()
-    model.train(was_training)
+        correct += (net(images.to(device))[1].argmax(1).cpu() == labels).sum().item()
     return correct / len(dataset)
 
 

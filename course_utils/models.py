@@ -1,6 +1,10 @@
-"""Embedding networks: a small CNN trunk, a linear embedder, a classifier head, and a ResNet trunk (lesson 01)."""
+"""Embedding networks: a small CNN trunk, a linear embedder, a classifier head, and a ResNet trunk (lesson 01);
+and the two layout tricks that make them fast on a CPU (``on_device``, ``for_inference``)."""
+import copy
+
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 
 class ConvTrunk(nn.Module):
@@ -46,10 +50,11 @@ class Classifier(nn.Module):
 
 
 class GreyToRGB(nn.Module):
-    """Repeat a single grey channel three times, for trunks built for colour images."""
+    """Repeat a single grey channel three times, for trunks built for colour images (colour images pass as they
+    are: expanding 3 channels to 3 changes nothing, and no branch on the shape keeps ``torch.fx`` able to trace it)."""
 
     def forward(self, x):
-        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return x.expand(-1, 3, -1, -1)
 
 
 def resnet_trunk(pretrained: bool = False) -> nn.Module:
@@ -71,3 +76,31 @@ def resnet_trunk(pretrained: bool = False) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def on_device(model: nn.Module, device) -> nn.Module:
+    """``model`` moved to ``device`` with its 4-D weights in channels-last order (N, H, W, C in memory), in place.
+
+    Convolution kernels on CPUs (oneDNN) and GPUs (cuDNN) run fastest in that layout: one training epoch of the
+    course's network took 1.4x less time on the course's 2-core machine (``benchmarks/``). The parameters stay
+    the same objects, so an optimizer made before the move keeps working; a grey image (N, 1, H, W) is already
+    channels-last, so the inputs need no conversion."""
+    return model.to(device, memory_format=torch.channels_last)
+
+
+def for_inference(model: nn.Module, device) -> nn.Module:
+    """A copy of ``model`` for evaluation only, on ``device``: in eval mode, channels-last, and with each batch norm
+    folded into the convolution before it. In eval mode a batch norm is a fixed affine map per channel, so the
+    conv's weights and bias can absorb it: one layer fewer, the same outputs up to rounding (~1e-7).
+
+    Models that ``torch.fx`` cannot trace (a branch on a tensor's shape, say) keep their batch norms; a model that
+    cannot be copied is returned itself, in eval mode, unchanged otherwise. ``model`` is never modified."""
+    try:
+        inference = copy.deepcopy(model).eval()
+    except Exception:  # noqa: BLE001 - e.g. a module holding a process group
+        return model.eval().to(device)
+    try:
+        inference = fuse(inference)
+    except Exception:  # noqa: BLE001 - torch.fx could not trace it: keep the batch norms
+        pass
+    return on_device(inference, device)

@@ -1,4 +1,6 @@
 """Figures of the course: UMAP scatter plots, retrieval grids, training curves. Each returns its Figure."""
+import sys
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -19,10 +21,31 @@ def class_color(label: int):
     return plt.get_cmap("tab10")(int(label) % 10)
 
 
+def load_umap():
+    """Import ``umap`` (a few seconds, so only when a projection is asked for) with numba's on-disk cache switched
+    on for the functions it compiles. UMAP compiles them in every new process, about 6 s on a 2-core CPU before its
+    first projection; with the cache only the first process of a machine pays, and every later notebook kernel
+    loads the compiled code (in ``__pycache__`` beside umap's source, or in the user's cache folder)."""
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import numba
+
+    compilers = numba.njit, numba.jit
+
+    def cached(compiler):
+        return lambda *args, **options: compiler(*args, **{"cache": True, **options})
+
+    numba.njit, numba.jit = map(cached, compilers)  # only while umap's modules are being defined
+    try:
+        import umap
+    finally:
+        numba.njit, numba.jit = compilers
+    return umap
+
+
 def umap_2d(embeddings, distance: str = "euclidean", seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
     """Project embeddings (N, D) to 2-D points (N, 2) with UMAP, seeded so reruns agree."""
-    import umap  # imported here: it takes seconds to load
-
+    umap = load_umap()
     data = torch.as_tensor(embeddings).detach().float().cpu().numpy()
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric=distance, random_state=seed, n_jobs=1)
     return reducer.fit_transform(data)

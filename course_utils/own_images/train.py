@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import joint
+from .. import joint, models
 from ..session import seed_everything
 
 
@@ -44,7 +44,7 @@ def fit(model, metric_loss, miner, optimizer, loader, device, num_epochs: int, c
         weight: float = 0.1, eval_fn=None, progress: bool = True) -> list:
     """``joint.fit`` that resumes: epochs already in ``checkpoint`` are skipped, and after every epoch the
     checkpoint is rewritten. Each epoch is seeded (``seed + epoch``), so reruns of a command agree."""
-    model.to(device)
+    models.on_device(model, device)
     history = resume(checkpoint, model, optimizer)
     if history and progress:
         print(f"Resuming after epoch {len(history)} from {checkpoint}")
