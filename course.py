@@ -48,14 +48,13 @@ def check_data() -> None:
 
 def parallel(env) -> list:
     """pytest-xdist options: one worker per core (``COURSE_TEST_JOBS`` overrides; 1 runs everything in one process),
-    each notebook's cells in order on one worker and the unit tests spread one by one (``--dist loadgroup``, with
-    the groups that ``conftest.py`` marks), and one torch thread per worker so the workers don't fight over the
-    cores."""
+    each notebook's cells in order on one worker (``--dist loadscope``: one test module or notebook per unit of
+    work), and one torch thread per worker so the workers don't fight over the cores."""
     jobs = int(os.environ.get("COURSE_TEST_JOBS") or os.cpu_count() or 1)
     if jobs <= 1:
         return []
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    return ["-n", str(jobs), "--dist", "loadgroup"]
+    return ["-n", str(jobs), "--dist", "loadscope"]
 
 
 def main(argv) -> int:
@@ -70,7 +69,7 @@ def main(argv) -> int:
         sh(PYTHON, "-m", "course_utils.instructor.run_course", *argv[1:], env=env)
     elif command == "test":
         env["COURSE_QUICK"] = "1"
-        # notebooks first: their long groups start early, and the short unit tests fill the gaps at the end
+        # notebooks first: their long runs start early, and the short test modules fill the gaps at the end
         sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", *parallel(env), "notebooks", "tests", *argv[1:],
            env=env)
     else:

@@ -8,9 +8,6 @@ import torch
 from course_utils import ann, evaluation
 
 
-pytestmark = pytest.mark.xdist_group("test_ann")  # one worker, so the module-scoped fixtures run once
-
-
 @pytest.fixture(scope="module")
 def vectors():
     gen = torch.Generator().manual_seed(0)

@@ -15,9 +15,6 @@ TINY = ["--device", "cpu", "--threads", "2", "--train-images", "128", "--test-im
         "--retrieval-class-size", "100", "--pml-max-size", "1000", "--matmul-size", "128", "--conv-batch", "4"]
 
 
-pytestmark = pytest.mark.xdist_group("test_benchmark")  # one worker, so the module-scoped fixtures run once
-
-
 @pytest.fixture(scope="module")
 def benchmark():
     spec = importlib.util.spec_from_file_location("benchmark", ROOT / "benchmarks" / "benchmark.py")

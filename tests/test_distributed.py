@@ -34,9 +34,6 @@ def test_main_asks_for_torchrun(monkeypatch, capsys):
     assert "torchrun --nproc_per_node" in capsys.readouterr().err
 
 
-pytestmark = pytest.mark.xdist_group("test_distributed")  # one worker, so the module-scoped fixtures run once
-
-
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory):
     """A tiny global batch (2 × 8 images, 3 classes) and an untrained network, checked by 2 gloo processes."""

@@ -15,9 +15,6 @@ def train_cli(folder, out, epochs=1):
     return cli.main(["train", str(folder), "--out", str(out), "--epochs", str(epochs), *TINY])
 
 
-pytestmark = pytest.mark.xdist_group("test_own_images_cli")  # one worker, so the module-scoped fixtures run once
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("own_images")
