@@ -93,12 +93,9 @@ def for_inference(model: nn.Module, device) -> nn.Module:
     folded into the convolution before it. In eval mode a batch norm is a fixed affine map per channel, so the
     conv's weights and bias can absorb it: one layer fewer, the same outputs up to rounding (~1e-7).
 
-    Models that ``torch.fx`` cannot trace (a branch on a tensor's shape, say) keep their batch norms; a model that
-    cannot be copied is returned itself, in eval mode, unchanged otherwise. ``model`` is never modified."""
-    try:
-        inference = copy.deepcopy(model).eval()
-    except Exception:  # noqa: BLE001 - e.g. a module holding a process group
-        return model.eval().to(device)
+    Models that ``torch.fx`` cannot trace (a branch on a tensor's value, say) keep their batch norms. ``model``
+    itself is never modified."""
+    inference = copy.deepcopy(model).eval()
     try:
         inference = fuse(inference)
     except Exception:  # noqa: BLE001 - torch.fx could not trace it: keep the batch norms
