@@ -7,6 +7,7 @@ each claim the prose makes. The training loop itself stays in ``training`` (it i
 import hashlib
 import inspect
 import json
+import os
 import statistics
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from filelock import FileLock
 from torch.utils.data import TensorDataset
 
 from . import data, evaluation, models, paths, plotting, session, training
@@ -242,18 +244,23 @@ def _code_fingerprint() -> str:
 
 def cached(config, name: str, recipe: dict, compute):
     """``compute()`` (tables, histories, state dicts), stored under ``build/cache/`` keyed by ``recipe`` and the
-    code, so a full-mode rerun is instant and a changed recipe retrains. Quick mode (the tests) always computes."""
+    code, so a full-mode rerun is instant and a changed recipe retrains. Quick mode (the tests) always computes.
+
+    Lessons running at once (``run_course --jobs``) take turns per entry: one computes it while a lock file is
+    held, and the others, waiting on that lock, then read it."""
     if config.quick:
         return compute()
     key = json.dumps({"recipe": recipe, "device": str(config.device), "code": _code_fingerprint()}, sort_keys=True,
                      default=str)
     path = paths.course_root() / "build" / "cache" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
-    if path.is_file():
-        print(f"(from the cache: {path.name}; delete build/cache/ to retrain)")
-        return torch.load(path, weights_only=True)
-    result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result, path)
+    with FileLock(f"{path}.lock"):
+        if path.is_file():
+            print(f"(from the cache: {path.name}; delete build/cache/ to retrain)")
+            return torch.load(path, weights_only=True)
+        result = compute()
+        torch.save(result, f"{path}.partial")
+        os.replace(f"{path}.partial", path)  # never a half-written entry, even if the lesson is stopped
     return result
 
 

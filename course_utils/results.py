@@ -3,6 +3,8 @@ import json
 import os
 from pathlib import Path
 
+from filelock import FileLock
+
 RESULTS_ENV = "COURSE_RESULTS"
 
 
@@ -30,14 +32,16 @@ def flatten(table: dict, prefix: str = "") -> dict:
 def record(lesson: str, metrics: dict, path=None) -> dict:
     """Merge ``metrics`` into the lesson's entry of the results file (if one is set) and return them, rounded.
 
-    ``metrics`` is flat (``{name: value}``) or a results table (``{method: {split: metrics}}``), flattened here."""
+    ``metrics`` is flat (``{name: value}``) or a results table (``{method: {split: metrics}}``), flattened here.
+    Lessons running at once (``run_course --jobs``) take turns: the read, merge and write hold a lock file."""
     metrics = {name: round(float(value), 4) for name, value in flatten(metrics).items()}
     path = Path(path) if path else results_path()
     if path is not None:
-        everything = load(path)
-        everything.setdefault(lesson, {}).update(metrics)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
+        with FileLock(f"{path}.lock"):
+            everything = load(path)
+            everything.setdefault(lesson, {}).update(metrics)
+            path.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
     return metrics
 
 

@@ -86,7 +86,33 @@ def test_cached_computes_once_per_recipe_in_full_mode(tmp_path, monkeypatch):
     assert lesson.cached(FULL, "t", {"a": 1}, compute) == {"value": 1}
     assert lesson.cached(FULL, "t", {"a": 2}, compute) == {"value": 2}
     assert lesson.cached(QUICK, "t", {"a": 1}, compute) == {"value": 3}  # quick mode never reads the cache
-    assert len(list((tmp_path / "build" / "cache").iterdir())) == 2
+    assert len(list((tmp_path / "build" / "cache").glob("*.pt"))) == 2
+
+
+def slow_cached_call(root, log):
+    """One lesson's process asking for a cache entry that takes a second to compute (``compute`` logs each call)."""
+    import os
+    import time
+
+    os.environ["COURSE_ROOT"] = root
+    compute = lambda: (open(log, "a").write("computed\n"), time.sleep(1.0), {"value": 7})[2]  # noqa: E731
+    return lesson.cached(FULL, "shared", {"a": 1}, compute)
+
+
+def test_cached_is_computed_once_by_lessons_running_at_once(tmp_path):
+    """``run_course --jobs 2``: lessons 02 and 03 ask for the same training run at the same time; one trains it,
+    the other waits for it and reads it."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    (tmp_path / "data" / "fashion_mnist").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    log = tmp_path / "log.txt"
+    with ProcessPoolExecutor(3) as pool:
+        answers = list(pool.map(slow_cached_call, [str(tmp_path)] * 3, [str(log)] * 3))
+    assert answers == [{"value": 7}] * 3
+    assert log.read_text() == "computed\n"
+    assert [p.name for p in (tmp_path / "build" / "cache").glob("shared-*")] and not list(
+        (tmp_path / "build" / "cache").glob("*.partial"))
 
 
 def test_selection_data_uses_only_training_images_of_the_seen_classes():

@@ -23,3 +23,19 @@ def test_record_flattens_a_table(tmp_path):
     table = {"raw pixels": {"seen": {"p1": 0.5, "map_r": 0.25}, "unseen": {"p1": 1}}}
     assert results.record("02", table, tmp_path / "r.json") == {
         "raw pixels seen p1": 0.5, "raw pixels seen map_r": 0.25, "raw pixels unseen p1": 1.0}
+
+
+def record_many(lesson, path):
+    for i in range(30):
+        results.record(lesson, {f"m{i}": i}, path)
+
+
+def test_record_from_lessons_running_at_once_loses_nothing(tmp_path):
+    """``run_course --jobs``: several kernels merge into one results file; each merge holds the lock."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    path = tmp_path / "results.json"
+    lessons = [f"0{i}" for i in range(4)]
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(record_many, lessons, [path] * 4))
+    assert results.load(path) == {lesson: {f"m{i}": float(i) for i in range(30)} for lesson in lessons}

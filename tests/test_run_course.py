@@ -1,5 +1,6 @@
 """The course runner and the set-up script, on tiny notebooks made by the test."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,31 @@ def test_runner_saves_notebooks_html_and_results(tmp_path):
     assert everything["01_good"]["p1"] == 0.5 and everything["01_good"]["wall_time_s"] > 0
     assert "wall_time_s" in everything["02_bad"]
     assert "Headline results" in run.stdout and "p1" in run.stdout
+
+
+def test_runner_runs_two_notebooks_at_once(tmp_path):
+    """``--jobs 2``: each notebook waits for a file the other one writes, so they pass only side by side; their
+    kernels' idle threads sleep (``OMP_WAIT_POLICY``) and both record into the one results file."""
+    handshake = ("import os, time\n"
+                 "from pathlib import Path\n"
+                 "from course_utils import results\n"
+                 f"folder = Path({str(tmp_path)!r})\n"
+                 "(folder / '{me}.here').touch()\n"
+                 "deadline = time.time() + 60\n"
+                 "while not (folder / '{other}.here').exists() and time.time() < deadline:\n"
+                 "    time.sleep(0.1)\n"
+                 "assert (folder / '{other}.here').exists(), 'not run side by side'\n"
+                 "results.record('{me}', {{'passive': os.environ['OMP_WAIT_POLICY'] == 'PASSIVE'}})")
+    first = write_notebook(tmp_path / "01_a.ipynb", handshake.format(me="01_a", other="02_b"))
+    second = write_notebook(tmp_path / "02_b.ipynb", handshake.format(me="02_b", other="01_a"))
+    out = tmp_path / "build"
+    run = subprocess.run([sys.executable, "-m", "course_utils.instructor.run_course", "--quick", "--jobs", "2",
+                          "--out", str(out), str(first), str(second)], capture_output=True, text=True, cwd=REPO,
+                         env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 at a time" in run.stdout and run.stdout.count(" ok") == 2
+    everything = json.loads((out / "results.json").read_text())
+    assert {lesson: row["passive"] for lesson, row in everything.items()} == {"01_a": 1.0, "02_b": 1.0}
 
 
 def test_the_old_module_name_still_works(tmp_path):

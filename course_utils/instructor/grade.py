@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import nbformat
@@ -20,6 +19,7 @@ import nbformat
 from ..paths import notebooks_dir
 from .assign import grading
 from .run_course import QUIET_KERNEL
+from .workers import run_all
 
 DEFINITION = re.compile(r"^(?:def|class)\s+(\w+)|^(\w+)\s*=(?!=)", re.M)
 
@@ -157,17 +157,12 @@ def grade_notebook(path: Path, source_dir: Path, timeout: int = 600, feedback=No
 
 
 def grade_all(tasks, jobs: int) -> list:
-    """``grade_notebook(*task)`` for every task, ``jobs`` at a time in worker processes, with a progress bar;
-    the results in the order of ``tasks``."""
+    """``grade_notebook(*task)`` for every task, ``jobs`` at a time in worker processes (see
+    ``workers.share_cores``), with a progress bar; the results in the order of ``tasks``."""
     from tqdm.auto import tqdm
 
-    if not tasks:
-        return []
-    with ProcessPoolExecutor(min(jobs, len(tasks))) as pool:  # each worker starts a kernel per submission
-        futures = [pool.submit(grade_notebook, *task) for task in tasks]
-        for _ in tqdm(as_completed(futures), total=len(futures), desc="grading", unit="notebook"):
-            pass
-    return [future.result() for future in futures]
+    graded = dict(tqdm(run_all(grade_notebook, tasks, jobs), total=len(tasks), desc="grading", unit="notebook"))
+    return [graded[i] for i in range(len(tasks))]
 
 
 def collect(paths) -> list:

@@ -1,6 +1,9 @@
 """Run the whole course: execute every notebook, save it and an HTML copy under build/, print the results.
 
-    python -m course_utils.instructor.run_course [--quick] [--out build] [NOTEBOOK ...]
+    python -m course_utils.instructor.run_course [--quick] [--out build] [--jobs 2] [NOTEBOOK ...]
+
+Notebooks run --jobs at a time, each in its own kernel, started in the order given. Lessons that reuse another
+lesson's training runs (03 and 04 reuse 02's) wait for them in ``lesson.cached``; they are never trained twice.
 """
 import argparse
 import os
@@ -10,6 +13,7 @@ from pathlib import Path
 
 from .. import results
 from ..paths import course_root, notebooks_dir
+from .workers import run_all
 
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]  # no start-up warnings from each kernel in the output
 
@@ -28,37 +32,48 @@ def execute(notebook: Path, out_dir: Path, timeout: int = 1800):
     (out_dir / notebook.with_suffix(".html").name).write_text(html, encoding="utf-8")
 
 
+def run_one(notebook: Path, out_dir: Path) -> tuple:
+    """``execute`` one notebook; returns ``(seconds, status)``, status ``"ok"`` or ``"FAILED: ..."``, the error."""
+    print(f"  {notebook.name:<32} started", flush=True)
+    start = time.perf_counter()
+    try:
+        execute(notebook, out_dir)
+        status = "ok"
+    except Exception as err:  # reported, and the other lessons carry on
+        status = f"FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"
+    return time.perf_counter() - start, status
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     parser.add_argument("--quick", action="store_true", help="quick mode (small data, few epochs)")
     parser.add_argument("--out", type=Path, help="default: build/ in the course folder")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="notebooks run at once (default: 2, or 1 on a single core)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     args.out = args.out or course_root() / "build"
-    notebooks = args.notebooks or sorted(notebooks_dir().glob("[0-9]*.ipynb"))
+    notebooks = [nb.resolve() for nb in args.notebooks or sorted(notebooks_dir().glob("[0-9]*.ipynb"))]
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = (args.out / "results.json").resolve()
     results_file.unlink(missing_ok=True)
     os.environ.update({"COURSE_QUICK": "1" if args.quick else "0", results.RESULTS_ENV: str(results_file),
                        "COURSE_STATIC_PLOTS": "1"})  # the saved HTML copies cannot run sliders
-    print(f"Running {len(notebooks)} notebooks in {'quick' if args.quick else 'full'} mode -> {args.out}/",
-          flush=True)
-    failed = []
-    for notebook in notebooks:
-        start = time.perf_counter()
-        try:
-            execute(notebook.resolve(), args.out)
-            status = "ok"
-        except Exception as err:  # report and carry on with the other lessons
-            failed.append(notebook.name)
-            status = f"FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"
-        seconds = time.perf_counter() - start
-        results.record(notebook.stem, {"wall_time_s": seconds}, results_file)
-        print(f"  {notebook.name:<32} {seconds:7.1f} s  {status}", flush=True)
+    print(f"Running {len(notebooks)} notebooks in {'quick' if args.quick else 'full'} mode, {args.jobs} at a time "
+          f"-> {args.out}/", flush=True)
+    start, failed = time.perf_counter(), []
+    for i, (seconds, status) in run_all(run_one, [(nb, args.out) for nb in notebooks], args.jobs):
+        if status != "ok":
+            failed.append(notebooks[i].name)
+        results.record(notebooks[i].stem, {"wall_time_s": seconds}, results_file)
+        print(f"  {notebooks[i].name:<32} {seconds:7.1f} s  {status}", flush=True)
+    print(f"\nAll notebooks: {time.perf_counter() - start:.0f} s of wall time.")
     print("\nHeadline results (also in " + str(results_file) + "):\n")
     print(results.format_table(results.load(results_file)))
     if failed:
-        print(f"\n{len(failed)} notebook(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"\n{len(failed)} notebook(s) failed: {', '.join(sorted(failed))}", file=sys.stderr)
     return 1 if failed else 0
 
 
