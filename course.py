@@ -49,11 +49,13 @@ def check_data() -> None:
 def parallel(env) -> list:
     """pytest-xdist options: one worker per core (``COURSE_TEST_JOBS`` overrides; 1 runs everything in one process),
     each notebook's cells in order on one worker (``--dist loadscope``: one test module or notebook per unit of
-    work), and one torch thread per worker so the workers don't fight over the cores."""
+    work), and one torch thread per worker so the workers don't fight over the cores; idle OpenMP threads (of
+    every library that starts them) sleep instead of spinning, as in ``course_utils.instructor.workers``."""
     jobs = int(os.environ.get("COURSE_TEST_JOBS") or os.cpu_count() or 1)
     if jobs <= 1:
         return []
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return ["-n", str(jobs), "--dist", "loadscope"]
 
 
