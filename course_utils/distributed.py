@@ -191,6 +191,9 @@ def main(argv=None) -> int:
             train_command(args, device)
         else:
             check(args.batch, args.out, LOSSES[args.loss](), miners.MultiSimilarityMiner(epsilon=0.1), device)
+        # every process done before any tears down its connections: without this wait, a busy machine aborted about
+        # one launch in five at exit ("terminate called without an active exception", SIGABRT, measured 3 in 15)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     return 0
