@@ -2,8 +2,9 @@
 
     python -m course_utils.instructor.run_course [--quick] [--out build] [--jobs 2] [NOTEBOOK ...]
 
-Notebooks run --jobs at a time, each in its own kernel, started in the order given. Lessons that reuse another
-lesson's training runs (03 and 04 reuse 02's) wait for them in ``lesson.cached``; they are never trained twice.
+Notebooks run --jobs at a time, each in its own kernel, started in the order given. A lesson that needs a training
+run another lesson is computing (04 reuses 02's contrastive and 03's triplet runs) waits for it in
+``lesson.cached``: no run is trained twice.
 """
 import argparse
 import os
