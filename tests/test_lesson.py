@@ -94,8 +94,13 @@ def slow_cached_call(root, log):
     import os
     import time
 
+    def compute():
+        with open(log, "a") as f:
+            f.write("computed\n")
+        time.sleep(1.0)
+        return {"value": 7}
+
     os.environ["COURSE_ROOT"] = root
-    compute = lambda: (open(log, "a").write("computed\n"), time.sleep(1.0), {"value": 7})[2]  # noqa: E731
     return lesson.cached(FULL, "shared", {"a": 1}, compute)
 
 
