@@ -264,9 +264,14 @@ def cached(config, name: str, recipe: dict, compute):
     return result
 
 
+UNTRAINED_FIELDS = ("umap_per_class",)  # budget fields no training run reads: not part of a cache key
+
+
 def recipe(budget: Budget, **settings) -> dict:
-    """A cache key for ``cached``: the budget's fields and whatever else defines a run."""
-    return {**asdict(budget), **settings}
+    """A cache key for ``cached``: the budget's fields that change a run (not ``UNTRAINED_FIELDS``) and whatever
+    else defines it, so lessons that differ only in how many points their pictures show share their runs."""
+    fields = {k: v for k, v in asdict(budget).items() if k not in UNTRAINED_FIELDS}
+    return {**fields, **settings}
 
 
 def describe(obj):
