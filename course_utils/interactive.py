@@ -19,8 +19,14 @@ def widgets_available(config) -> bool:
         from IPython import get_ipython
     except ImportError:
         return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    return is_notebook_shell(get_ipython())
+
+
+def is_notebook_shell(shell) -> bool:
+    """A Jupyter kernel's shell (JupyterLab, VS Code) or Colab's (``google.colab._shell.Shell``): both draw
+    widgets; a terminal IPython does not."""
+    names = {f"{cls.__module__}.{cls.__name__}" for cls in type(shell).__mro__}
+    return "ipykernel.zmqshell.ZMQInteractiveShell" in names or any(n.startswith("google.colab.") for n in names)
 
 
 def static_grid(draw, grid: dict, title=None, panel_size=(4.0, 3.0)):
@@ -47,7 +53,9 @@ def explore(draw, grid: dict, config, sliders=None, title=None):
     """Sliders over ``sliders`` (``{name: [values]}``, default ``grid``) calling ``draw(ax, **params)`` when a front-end
     can show them; otherwise (CI, nbval, HTML copies) the static grid of ``grid``. Returns the widget or the Figure."""
     if not widgets_available(config):
-        return static_grid(draw, grid, title)
+        fig = static_grid(draw, grid, title)
+        plt.close(fig)  # shown once, as the cell's value, not a second time as an open figure
+        return fig
     import ipywidgets as widgets
     from IPython.display import display
 

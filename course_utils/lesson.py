@@ -18,7 +18,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import TensorDataset
 
-from . import data, evaluation, models, paths, plotting, session, training
+from . import claims, data, evaluation, models, paths, plotting, session, training
 
 NOISE = 0.03  # largest gap measured between two full runs of one seed on two 2-core machines: smaller gaps are ties
 SPLITS = {"A": (data.SEEN_CLASSES, data.UNSEEN_CLASSES),  # tops, trousers, dresses | shoes, bags, shirts
@@ -225,7 +225,7 @@ def over_seeds(run, budget: Budget) -> dict:
 FINGERPRINTED = ("data", "evaluation", "models", "session", "training")  # the foundation a training run runs
 KIT_TRAINING = ("Budget", "QUICK", "FULL", "SPLITS", "LessonData", "_fashion_mnist", "lesson_data", "new_embedder",
                 "train_embedder", "_BestEpoch", "map_r_tracker", "recipe", "describe", "Method", "_train_one",
-                "train_seeds", "cached")  # the kit's code behind a cached training run
+                "train_seeds", "cached", "UNTRAINED_FIELDS")  # the kit's code behind a cached training run
 
 
 def _code_fingerprint() -> str:
@@ -351,32 +351,36 @@ def margin(table: dict, a: str, b: str, split: str, metric: str = "map_r") -> fl
     return max(NOISE, spread)
 
 
+def _difference(table: dict, a: str, b: str, split: str, metric: str) -> tuple:
+    """``a`` minus ``b`` and the margin it must pass, noted for the next claim (``claims.note``)."""
+    diff, needed = table[a][split][metric] - table[b][split][metric], margin(table, a, b, split, metric)
+    claims.note(f"{a} − {b}, {split} {metric}: {diff:+.3f} (margin {needed:.3f})")
+    return diff, needed
+
+
 def wins(table: dict, a: str, b: str, split: str, metric: str = "map_r") -> bool:
     """True when ``a`` beats ``b`` on ``split`` by more than ``margin``: a win that survives noise and seeds."""
-    return table[a][split][metric] - table[b][split][metric] > margin(table, a, b, split, metric)
+    diff, needed = _difference(table, a, b, split, metric)
+    return diff > needed
 
 
 def ties(table: dict, a: str, b: str, split: str, metric: str = "map_r") -> bool:
     """True when neither ``a`` nor ``b`` wins: their difference is within ``margin``."""
-    return not wins(table, a, b, split, metric) and not wins(table, b, a, split, metric)
+    diff, needed = _difference(table, a, b, split, metric)
+    return abs(diff) <= needed
 
 
 def clearly_ahead(a: float, b: float, noise: float = NOISE) -> bool:
     """True when ``a`` beats ``b`` by more than the noise between runs: only then is it a win."""
+    claims.note(f"{a:.3f} − {b:.3f} = {a - b:+.3f} (margin {noise:.3f})")
     return a - b > noise
 
 
 def tie(a: float, b: float, noise: float = NOISE) -> bool:
     """True when ``a`` and ``b`` differ by no more than the noise between runs."""
+    claims.note(f"{a:.3f} − {b:.3f} = {a - b:+.3f} (margin {noise:.3f})")
     return abs(a - b) <= noise
 
 
-def claim(config, holds: bool, text: str) -> None:
-    """Check a claim the prose makes about this run's numbers. In full mode a false claim stops the notebook
-    (so ``course.py run`` fails instead of the text going wrong); quick mode's numbers can't support claims."""
-    if config.quick:
-        print(f"(quick mode: not checked) {text}")
-        return
-    if not holds:
-        raise AssertionError(f"The lesson claims: {text!r}, but this run's numbers contradict it.")
-    print(f"✓ {text}")
+claim = claims.check  # lesson.claim(config, holds, text): a sentence of the lesson checked on its run's numbers
+claims_report = claims.report  # the lesson's last cell: which claims held here

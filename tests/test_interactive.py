@@ -48,3 +48,22 @@ def test_sliders_in_a_kernel(monkeypatch):
 
 def test_slider_values():
     assert interactive.slider_values(0, 1, 4) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_jupyter_and_colab_shells_draw_widgets_a_terminal_does_not():
+    from ipykernel.zmqshell import ZMQInteractiveShell
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+
+    colab_shell = type("Shell", (ZMQInteractiveShell,), {"__module__": "google.colab._shell"})
+    bare_colab = type("Shell", (), {"__module__": "google.colab._shell"})  # matched by its module alone
+    assert interactive.is_notebook_shell(colab_shell.__new__(colab_shell))
+    assert interactive.is_notebook_shell(bare_colab())
+    assert not interactive.is_notebook_shell(TerminalInteractiveShell.__new__(TerminalInteractiveShell))
+    assert not interactive.is_notebook_shell(None)
+
+
+def test_a_static_grid_is_shown_once():
+    """Returned as the cell's value (displayed once), not also left open for the inline back-end to show."""
+    before = set(plt.get_fignums())
+    fig = interactive.explore(draw, {"a": [1], "b": [2]}, Config(seed=0, device=None, quick=True))
+    assert fig.axes and set(plt.get_fignums()) == before

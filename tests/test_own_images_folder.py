@@ -121,3 +121,10 @@ def test_fashion_mnist_is_written_as_a_png_folder(tmp_path):
     first = Image.open(root / data.CLASS_NAMES[int(labels[0])].replace("/", "-") / "00000.png")
     expected = (data.denormalize(images[0, 0]) * 255).round()
     assert first.mode == "L" and torch.equal(torch.from_numpy(np.array(first)).float(), expected)
+
+
+def test_evaluation_transform_is_that_of_the_default_resnet50_weights():
+    import torchvision
+    weights = torchvision.models.ResNet50_Weights.DEFAULT.transforms()  # sizes only: no download
+    steps = folder.transform(224).transforms
+    assert steps[0].size == weights.resize_size[0] and steps[1].size == (weights.crop_size[0],) * 2

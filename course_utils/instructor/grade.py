@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 
+from .. import claims
 from ..paths import notebooks_dir
 from .assign import grading
 from .run_course import QUIET_KERNEL
@@ -209,6 +210,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ["COURSE_QUICK"] = "0" if args.full else "1"
+    os.environ[claims.STRICT_ENV] = "1" if args.full else "0"  # full mode grades on the course's claims, as course.py run
     tasks, skipped = [], []
     for path in collect(args.submissions):
         if (args.source / path.name).is_file():

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import results
+from .. import claims, results
 from ..paths import course_root, notebooks_dir
 from .workers import run_all
 
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     results_file = (args.out / "results.json").resolve()
     results_file.unlink(missing_ok=True)
     os.environ.update({"COURSE_QUICK": "1" if args.quick else "0", results.RESULTS_ENV: str(results_file),
+                       claims.STRICT_ENV: "1",  # a claim its own run contradicts fails the lesson
                        "COURSE_STATIC_PLOTS": "1"})  # the saved HTML copies cannot run sliders
     print(f"Running {len(notebooks)} notebooks in {'quick' if args.quick else 'full'} mode, {args.jobs} at a time "
           f"-> {args.out}/", flush=True)

@@ -112,12 +112,17 @@ def split_by_image(found: Scan, test_fraction: float = 0.5, seed: int = 0):
     return Scan(found.classes, sorted(train)), Scan(found.classes, sorted(test))
 
 
+EVAL_RESIZE = 232 / 224  # ResNet50_Weights.DEFAULT (IMAGENET1K_V2): resize the short side to 232, crop 224
+
+
 def transform(size: int = 224, train: bool = False, scale=(0.25, 1.0)):
-    """ImageNet preprocessing to (3, size, size): random crop and flip for training, centre crop otherwise."""
+    """ImageNet preprocessing to (3, size, size): random crop and flip for training; otherwise the evaluation
+    transform of ``ResNet50_Weights.DEFAULT`` (``weights.transforms()``: short side to 232, centre crop 224),
+    scaled to ``size``."""
     if train:
         resize = [T.RandomResizedCrop(size, scale=scale, antialias=True), T.RandomHorizontalFlip()]
     else:
-        resize = [T.Resize(round(size * 256 / 224), antialias=True), T.CenterCrop(size)]
+        resize = [T.Resize(round(size * EVAL_RESIZE), antialias=True), T.CenterCrop(size)]
     return T.Compose(resize + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 

@@ -1,0 +1,81 @@
+"""Claims: checked in full mode only, fatal only in strict runs, reported at the lesson's end, with evidence."""
+import pytest
+import torch
+
+from course_utils import claims, lesson
+from course_utils.session import Config
+
+QUICK, FULL = Config(seed=0, device=torch.device("cpu"), quick=True), Config(0, torch.device("cpu"), False)
+TABLE = {"a": {"unseen": {"map_r": 0.45, "map_r_std": 0.01}}, "b": {"unseen": {"map_r": 0.40, "map_r_std": 0.03}}}
+
+
+@pytest.fixture(autouse=True)
+def fresh_log(monkeypatch):
+    monkeypatch.delenv(claims.STRICT_ENV, raising=False)
+    claims.reset()
+    yield
+    claims.reset()
+
+
+def test_quick_mode_checks_nothing(capsys):
+    lesson.claim(QUICK, False, "x beats y")
+    assert "(quick mode: not checked) x beats y" in capsys.readouterr().out
+    assert claims.log()[0].held is None
+
+
+def test_a_claim_that_holds_prints_a_tick(capsys):
+    lesson.claim(FULL, True, "x beats y")
+    assert "✓ x beats y" in capsys.readouterr().out
+
+
+def test_strict_runs_stop_at_a_missed_claim_with_what_was_compared(monkeypatch):
+    monkeypatch.setenv(claims.STRICT_ENV, "1")
+    with pytest.raises(AssertionError, match=r"(?s)x beats y.*a − b, unseen map_r: \+0\.050 \(margin 0\.040\)"):
+        lesson.claim(FULL, lesson.ties(TABLE, "a", "b", "unseen"), "x beats y")
+
+
+def test_a_student_run_warns_and_goes_on(capsys):
+    lesson.claim(FULL, lesson.ties(TABLE, "a", "b", "unseen"), "a ties b")
+    err = capsys.readouterr().err
+    assert "NOT CONFIRMED ON THIS MACHINE" in err and "a ties b" in err
+    assert "+0.050 (margin 0.040)" in err and "goes on" in err
+    lesson.claim(FULL, True, "a is a method")
+    missed = lesson.claims_report(FULL)
+    assert [r.text for r in missed] == ["a ties b"]
+    out = capsys.readouterr().out
+    assert "1 of 2 checked claims held" in out and "not confirmed: a ties b" in out
+
+
+@pytest.mark.parametrize("value, strict", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_strict_is_read_from_the_environment(value, strict):
+    assert claims.strict({claims.STRICT_ENV: value}) is strict
+
+
+def test_evidence_belongs_to_the_next_claim_only(capsys):
+    assert lesson.clearly_ahead(0.50, 0.40) and lesson.tie(0.41, 0.40)
+    lesson.claim(FULL, True, "first")
+    lesson.claim(FULL, False, "second")
+    assert claims.log()[0].evidence == ["0.500 − 0.400 = +0.100 (margin 0.030)", "0.410 − 0.400 = +0.010 (margin 0.030)"]
+    assert claims.log()[1].evidence == []
+    assert "0.500" not in capsys.readouterr().err
+
+
+def test_device_timing_claims_are_checked_only_on_their_device(capsys):
+    gpu = Config(0, torch.device("cuda"), False)
+    lesson.claim(gpu, False, "HNSW is faster than exact search", only_on="cpu")
+    assert "measured on cpu only; this is cuda: not checked" in capsys.readouterr().out
+    lesson.claim(FULL, True, "HNSW is faster than exact search", only_on="cpu")
+    assert "✓" in capsys.readouterr().out
+
+
+def test_wins_and_ties_follow_the_margin():
+    assert lesson.margin(TABLE, "a", "b", "unseen") == pytest.approx(0.04)
+    assert lesson.wins(TABLE, "a", "b", "unseen") and not lesson.ties(TABLE, "a", "b", "unseen")
+    close = {**TABLE, "a": {"unseen": {"map_r": 0.43, "map_r_std": 0.01}}}
+    assert lesson.ties(close, "a", "b", "unseen") and not lesson.wins(close, "b", "a", "unseen")
+
+
+def test_report_when_nothing_was_checked(capsys):
+    lesson.claim(QUICK, True, "x")
+    assert lesson.claims_report(QUICK) == []
+    assert "quick mode checks none" in capsys.readouterr().out
