@@ -29,6 +29,23 @@ def flatten(table: dict, prefix: str = "") -> dict:
     return flat
 
 
+class Recorded(dict):
+    """The numbers ``record`` wrote: a dict that a notebook shows as one line, not as a screenful of keys."""
+
+    def __init__(self, metrics: dict, lesson: str, path):
+        super().__init__(metrics)
+        self.lesson, self.path = lesson, path
+
+    def __repr__(self):
+        where = f"in {self.path}" if self.path else "(no results file is set: the course runner sets one)"
+        return f"Recorded {len(self)} numbers of {self.lesson} {where}"
+
+    __str__ = __repr__
+
+    def _repr_pretty_(self, printer, cycle):
+        printer.text(repr(self))
+
+
 def record(lesson: str, metrics: dict, path=None) -> dict:
     """Merge ``metrics`` into the lesson's entry of the results file (if one is set) and return them, rounded.
 
@@ -42,7 +59,7 @@ def record(lesson: str, metrics: dict, path=None) -> dict:
             everything = load(path)
             everything.setdefault(lesson, {}).update(metrics)
             path.write_text(json.dumps(everything, indent=2, sort_keys=True) + "\n")
-    return metrics
+    return Recorded(metrics, lesson, path)
 
 
 def format_table(everything: dict) -> str:

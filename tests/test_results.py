@@ -39,3 +39,11 @@ def test_record_from_lessons_running_at_once_loses_nothing(tmp_path):
     with ProcessPoolExecutor(4) as pool:
         list(pool.map(record_many, lessons, [path] * 4))
     assert results.load(path) == {lesson: {f"m{i}": float(i) for i in range(30)} for lesson in lessons}
+
+
+def test_a_record_shows_as_one_line(tmp_path):
+    shown = results.record("02", {"a": {"seen": {"p1": 0.5, "map_r": 0.25}}}, tmp_path / "r.json")
+    assert shown == {"a seen p1": 0.5, "a seen map_r": 0.25}
+    assert repr(shown) == str(shown) == f"Recorded 2 numbers of 02 in {tmp_path / 'r.json'}"
+    from IPython.lib.pretty import pretty
+    assert pretty(shown) == repr(shown)

@@ -81,3 +81,17 @@ def test_course_script_explains_its_commands():
     assert run.returncode == 2
     for command in ("run", "test", "lab"):
         assert f"course.py {command}" in run.stdout
+
+
+def test_saved_notebooks_drop_progress_bars_only():
+    import nbformat
+    from course_utils.instructor.run_course import drop_progress_bars
+
+    bar = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "x"}, "text/plain": "epochs:   0%|   | 0/3"})
+    slider = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "y"}, "text/plain": "interactive(...)"})
+    text = nbformat.v4.new_output("stream", text="epoch 1: 0.5\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fit()", outputs=[bar, text, slider])])
+    drop_progress_bars(nb)
+    assert nb.cells[0].outputs == [text, slider]

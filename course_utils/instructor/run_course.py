@@ -8,6 +8,7 @@ run another lesson is computing (04 reuses 02's contrastive and 03's triplet run
 """
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,19 @@ from .workers import run_all
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]  # no start-up warnings from each kernel in the output
 
 
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text: "epochs:   0%|          | 0/3 [00:00<?, ?it/s]"
+
+
+def drop_progress_bars(nb) -> None:
+    """Remove tqdm's progress-bar widgets from an executed notebook: saved, they show the state they were drawn in
+    ("0%"), not where they ended."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [out for out in cell.get("outputs", [])
+                            if not ("application/vnd.jupyter.widget-view+json" in out.get("data", {})
+                                    and PROGRESS_BAR.search(str(out["data"].get("text/plain", ""))))]
+
+
 def execute(notebook: Path, out_dir: Path, timeout: int = 1800):
     """Execute one notebook in a fresh kernel (cwd notebooks/); write NAME.ipynb and NAME.html to out_dir."""
     import nbformat
@@ -28,6 +42,7 @@ def execute(notebook: Path, out_dir: Path, timeout: int = 1800):
     nb = nbformat.read(notebook, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=QUIET_KERNEL,
                    resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    drop_progress_bars(nb)
     nbformat.write(nb, out_dir / notebook.name)
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / notebook.with_suffix(".html").name).write_text(html, encoding="utf-8")
