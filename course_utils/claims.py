@@ -18,9 +18,10 @@ import sys
 from dataclasses import dataclass, field
 
 STRICT_ENV = "COURSE_STRICT"
+NOISE = 0.03  # largest gap measured between two full runs of one seed on two 2-core machines: smaller gaps are ties
 WHY_MACHINES_DIFFER = ("Another machine (a GPU, another CPU, other library builds) computes slightly different "
                        "floating-point sums, so training takes a different path; differences within the course's "
-                       "noise margin (0.03, or the seeds' spread when larger) were checked on two machines, and "
+                       f"noise margin ({NOISE}, or the seeds' spread when larger) were checked on two machines, and "
                        "yours may go past it. The finding is about the course's runs; read it with your numbers.")
 SHOWN_COMPARISONS = 12
 

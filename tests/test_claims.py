@@ -79,3 +79,29 @@ def test_report_when_nothing_was_checked(capsys):
     lesson.claim(QUICK, True, "x")
     assert lesson.claims_report(QUICK) == []
     assert "quick mode checks none" in capsys.readouterr().out
+
+
+def test_a_lesson_whose_claim_misses_finishes_with_a_warning_outside_strict_runs(monkeypatch):
+    """Lesson 00 in a full-mode kernel that is not strict (a student's), its claim forced false: every cell runs,
+    the claim's cell warns, and the tally at the end lists it."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    from course_utils.paths import notebooks_dir
+
+    path = notebooks_dir() / "00_course_setup.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    [cell] = [c for c in nb.cells if c.cell_type == "code" and "lesson.claim(" in c.source]
+    cell.source = cell.source.replace("lesson.claim(config, bool((counts == counts[0]).all())",
+                                      "lesson.claim(config, lesson.tie(0.50, 0.40)")
+    assert "lesson.tie(0.50, 0.40)" in cell.source
+    monkeypatch.setenv("COURSE_QUICK", "0")
+    monkeypatch.delenv(claims.STRICT_ENV, raising=False)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    warning = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+    assert "NOT CONFIRMED ON THIS MACHINE" in warning and "0.500 − 0.400 = +0.100 (margin 0.030)" in warning
+    [tally] = [c for c in nb.cells if c.cell_type == "code" and "claims_report" in c.source]
+    report = "".join(o.get("text", "") for o in tally.outputs)
+    assert "0 of 1 checked claims held" in report and "not confirmed: every class has the same number" in report

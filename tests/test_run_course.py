@@ -95,3 +95,23 @@ def test_saved_notebooks_drop_progress_bars_only():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fit()", outputs=[bar, text, slider])])
     drop_progress_bars(nb)
     assert nb.cells[0].outputs == [text, slider]
+
+
+def test_full_runs_are_strict_and_check_the_prose(tmp_path):
+    """Without --quick, a claim its run contradicts fails the lesson, and a number the text quotes that the run did
+    not print fails the run."""
+    claim = write_notebook(tmp_path / "01_claim.ipynb", "from course_utils import lesson, setup\nconfig = setup()",
+                           "lesson.claim(config, 0.41 > 0.45, 'a beats b')")
+    quoted = write_notebook(tmp_path / "02_quoted.ipynb", "print('map_r 0.4523')")
+    nb = nbformat.read(quoted, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("MAP@R is 0.452 here, and 0.810 in another run."))
+    nbformat.write(nb, quoted)
+    out = tmp_path / "build"
+    env = {k: v for k, v in os.environ.items() if k not in {"COURSE_STRICT", "CI"}}
+    run = subprocess.run([sys.executable, "-m", "course_utils.instructor.run_course", "--jobs", "1", "--out", str(out),
+                          str(claim), str(quoted)], capture_output=True, text=True, cwd=REPO, env=env)
+    assert run.returncode == 1
+    assert "01_claim.ipynb" in run.stdout and "FAILED" in run.stdout and "a beats b" in run.stdout
+    assert "02_quoted.ipynb" in run.stdout.split("FAILED")[1] and "02_quoted.ipynb cell 1: '0.810'" in run.stderr
+    assert "'0.452'" not in run.stderr
+    assert nbformat.read(out / "02_quoted.ipynb", as_version=4).metadata["course_run"] == {"quick": False}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from ..lesson import NOISE
+from ..claims import NOISE
 
 NUMBER = re.compile(r"(?<![\w.])[+\-−]?\d*\.\d+(?![\w.])")
 METRIC_LIKE = re.compile(r"\.\d{2,}$")

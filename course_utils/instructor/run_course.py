@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import claims, results
 from ..paths import course_root, notebooks_dir
+from . import prose
 from .workers import run_all
 
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]  # no start-up warnings from each kernel in the output
@@ -43,6 +44,7 @@ def execute(notebook: Path, out_dir: Path, timeout: int = 1800):
     NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=QUIET_KERNEL,
                    resources={"metadata": {"path": str(notebook.parent)}}).execute()
     drop_progress_bars(nb)
+    nb.metadata["course_run"] = {"quick": os.environ.get("COURSE_QUICK") == "1"}  # which numbers its text can quote
     nbformat.write(nb, out_dir / notebook.name)
     html, _ = HTMLExporter().from_notebook_node(nb)
     (out_dir / notebook.with_suffix(".html").name).write_text(html, encoding="utf-8")
@@ -89,9 +91,21 @@ def main(argv=None) -> int:
     print(f"\nAll notebooks: {time.perf_counter() - start:.0f} s of wall time.")
     print("\nHeadline results (also in " + str(results_file) + "):\n")
     print(results.format_table(results.load(results_file)))
+    unbacked = [] if args.quick else check_prose(args.out, notebooks, failed)
     if failed:
         print(f"\n{len(failed)} notebook(s) failed: {', '.join(sorted(failed))}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or unbacked else 0
+
+
+def check_prose(out_dir: Path, notebooks: list, failed: list) -> list:
+    """Every metric the lessons' text quotes must be printed by this run (``prose``); print those that are not."""
+    done = [out_dir / nb.name for nb in notebooks if nb.name not in failed]
+    unbacked = prose.check_files(done)
+    print(f"\nProse numbers: {len(unbacked)} of the numbers the lessons' text quotes were not printed by this run"
+          + (":" if unbacked else "."), file=sys.stderr if unbacked else sys.stdout)
+    for problem in unbacked:
+        print(f"  {problem}", file=sys.stderr)
+    return unbacked
 
 
 if __name__ == "__main__":
