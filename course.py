@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run the deep metric learning course. Needs only Python 3.10+ and pip.
 
-    python3 course.py run     # create .venv, install, check data, run every notebook (full mode) -> build/
     python3 course.py test    # create/reuse .venv, run unit tests + every notebook through nbval (quick mode)
+    python3 course.py run     # create/reuse .venv, check data, run every notebook (full mode, claims strict) -> build/
     python3 course.py lab     # create/reuse .venv, open JupyterLab in notebooks/
 """
 import hashlib
