@@ -115,3 +115,11 @@ def test_full_runs_are_strict_and_check_the_prose(tmp_path):
     assert "02_quoted.ipynb" in run.stdout.split("FAILED")[1] and "02_quoted.ipynb cell 1: '0.810'" in run.stderr
     assert "'0.452'" not in run.stderr
     assert nbformat.read(out / "02_quoted.ipynb", as_version=4).metadata["course_run"] == {"quick": False}
+
+
+def test_the_capstone_starts_first_and_the_rest_in_lesson_order():
+    from course_utils.instructor.run_course import start_order
+
+    names = ["00_course_setup", "02_contrastive_loss", "04_beyond_triplets", "08_capstone_benchmark", "10_own_images"]
+    order = start_order([Path(f"notebooks/{n}.ipynb") for n in names])
+    assert [p.stem for p in order] == [names[3], names[0], names[1], names[2], names[4]]
