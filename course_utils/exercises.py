@@ -3,7 +3,7 @@ on random inputs, and raises an AssertionError that says what is wrong, or print
 import torch
 import torch.nn.functional as F
 
-from . import evaluation
+from . import evaluation, session
 
 
 def _random_batch(seed: int, n: int = 24, dim: int = 8, num_classes: int = 4):
@@ -173,9 +173,12 @@ def check_circle_loss(circle_loss) -> None:
     print("✓ circle_loss matches PML's CircleLoss (values and gradients).")
 
 
-def check_experiment(experiment, *args, methods, splits=("seen", "unseen")) -> dict:
-    """Experiment exercises (lessons 02-04): run the student's ``experiment(*args)`` and check that it returned
-    a results table with ``methods`` on ``splits``; returns the table for the comparison that follows."""
+def check_experiment(experiment, *args, methods, splits=("seen", "unseen"), seed: int = 0) -> dict:
+    """Experiment exercises (lessons 02-04, 07): run the student's ``experiment(*args)`` and check that it returned
+    a results table with ``methods`` on ``splits``; returns the table for the comparison that follows. The random
+    generators are seeded first, so the result does not depend on what ran before (a cell answered from the cache
+    draws no random numbers, a cell that trains draws many)."""
+    session.seed_everything(seed)
     table = _call(experiment, *args)
     check_results_table(table, methods, splits)
     return table
