@@ -152,19 +152,24 @@ def test_winner_ranks_and_asks_lesson_wins():
 
 
 def test_choose_recipe_applies_the_rule_in_order():
-    row = lambda p1, m, seen, acc=None: {  # noqa: E731
-        "seen": {"map_r": seen, "map_r_std": 0.01, **({"accuracy": acc, "accuracy_std": 0.01} if acc else {})},
+    row = lambda p1, m, seen: {  # noqa: E731
+        "seen": {"map_r": seen, "map_r_std": 0.01},
         "unseen": {"p1": p1, "p1_std": 0.005, "map_r": m, "map_r_std": 0.005}}
-    table = {"metric": row(0.90, 0.40, 0.70), "ce": row(0.86, 0.40, 0.80, 0.9), "joint": row(0.90, 0.40, 0.75, 0.9)}
+    recipes = {"metric": (1.0, 0.0), "ce": (0.0, 1.0), "joint": (0.1, 1.0)}
+    table = {"metric": row(0.90, 0.40, 0.70), "ce": row(0.86, 0.40, 0.80), "joint": row(0.90, 0.40, 0.75)}
     assert joint.clearly_behind(table) == {"metric": [], "ce": [("metric", "p1"), ("joint", "p1")], "joint": []}
-    assert joint.choose_recipe(table) == "joint"  # ce is clearly behind on unseen P@1 (0.04 > noise)
+    assert joint.choose_recipe(table, recipes) == "joint"  # ce is clearly behind on unseen P@1 (0.04 > noise)
     table["ce"]["unseen"]["p1"] = 0.88
-    assert joint.choose_recipe(table) == "ce"  # now only 0.02 behind: a tie, and ce has the best seen MAP@R
+    assert joint.choose_recipe(table, recipes) == "joint"  # a tie now, and joint alone uses both signals
+    table["joint"]["unseen"]["p1"] = 0.84
+    assert joint.clearly_behind(table)["joint"] == [("metric", "p1"), ("ce", "p1")]
+    assert joint.choose_recipe(table, recipes) == "ce"  # joint clearly behind: of the rest, the one with a head
     table["ce"]["unseen"]["map_r"] = 0.30
-    table["joint"]["seen"].pop("accuracy")
-    assert joint.choose_recipe(table) == "joint"  # without heads left, the best seen MAP@R of those passing
-    table["metric"]["seen"]["map_r"] = 0.76
-    assert joint.choose_recipe(table) == "metric"
+    assert joint.choose_recipe(table, recipes) == "metric"  # only metric is left
+    table["metric"]["unseen"]["p1"] = 0.80
+    table["ce"]["unseen"]["map_r"] = 0.40
+    assert joint.clearly_behind(table)["ce"] == []
+    assert joint.choose_recipe(table, recipes) == "ce"
 
 
 def test_summary_table_shows_mean_and_std_and_a_dash_where_a_metric_is_missing():
