@@ -8,7 +8,7 @@ one process's batch. Run this module with ``torchrun``, which starts one process
     # one machine, 2 processes on the CPU (backend gloo), or one per GPU (backend nccl)
     torchrun --nproc_per_node=2 -m course_utils.distributed train --out runs/ddp
     # the check of lesson 09: the wrapped loss and the gradients DDP applies against one process
-    torchrun --nproc_per_node=2 -m course_utils.distributed check BATCH.pt --out check/
+    torchrun --nproc_per_node=2 -m course_utils.distributed check BATCH.pt --epsilon 0 --out check/
 
     # several machines: the same command on each, with torchrun's rendezvous flags
     torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 \\
@@ -103,6 +103,22 @@ def check(batch_file, out_dir, loss_fn, miner, device) -> dict:
     return result
 
 
+def all_pairs(labels) -> tuple:
+    """The (positive, negative) ordered pairs of a batch with these labels (N,), an image never with itself: the
+    counts a miner that keeps every pair returns, whatever the embeddings."""
+    same = labels[:, None] == labels[None, :]
+    return int(same.sum()) - len(labels), int((~same).sum())
+
+
+def mines_the_global_batch(wrapped_pairs, one_process_pairs, labels) -> bool:
+    """Lesson 09's check of ``DistributedMinerWrapper``: a process's wrapped miner found exactly the (positive,
+    negative) pairs of the unwrapped miner on the whole global batch (labels (N,)), and that miner kept strictly
+    fewer than all the batch's pairs. Equal counts mean something only for a miner that chooses by the embeddings:
+    a miner that keeps every pair finds ``all_pairs(labels)`` on any embeddings, so it fails this check."""
+    return (tuple(wrapped_pairs) == tuple(one_process_pairs)
+            and sum(one_process_pairs) < sum(all_pairs(labels)))
+
+
 def load_check(out_dir) -> list:
     """What ``check`` wrote, one dict per process, in rank order."""
     return sorted((torch.load(f, weights_only=True) for f in Path(out_dir).glob("rank*.pt")), key=lambda r: r["rank"])
@@ -175,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("batch", help="a file with images, labels, state and embedding_dim (torch.save)")
     c.add_argument("--out", required=True, help="folder for rank{rank}.pt")
     c.add_argument("--loss", choices=tuple(LOSSES), default="multi-similarity")
+    c.add_argument("--epsilon", type=float, default=0.1, help="the MultiSimilarityMiner's epsilon (lesson 09: 0)")
     return p
 
 
@@ -190,7 +207,7 @@ def main(argv=None) -> int:
         if args.command == "train":
             train_command(args, device)
         else:
-            check(args.batch, args.out, LOSSES[args.loss](), miners.MultiSimilarityMiner(epsilon=0.1), device)
+            check(args.batch, args.out, LOSSES[args.loss](), miners.MultiSimilarityMiner(epsilon=args.epsilon), device)
         dist.barrier()  # every process done before any tears down its connections
     finally:
         dist.destroy_process_group()

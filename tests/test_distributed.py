@@ -4,10 +4,12 @@ import json
 import pytest
 import torch
 from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from course_utils import distributed, models
 
 WORLD_SIZE, PER_PROCESS = 2, 8
+EPSILON = 0.0  # lesson 09's check: with 0.1 the miner keeps every pair of an untrained network's batch
 
 
 def test_backend_follows_the_device():
@@ -44,12 +46,13 @@ def checked(tmp_path_factory):
              "labels": torch.arange(WORLD_SIZE * PER_PROCESS) % 3, "state": net.state_dict(), "embedding_dim": 16,
              "widths": (8, 8, 8)}
     torch.save(batch, folder / "batch.pt")
-    distributed.launch(WORLD_SIZE, ["--device", "cpu", "check", folder / "batch.pt", "--out", folder / "out"], timeout=120)
+    distributed.launch(WORLD_SIZE, ["--device", "cpu", "check", folder / "batch.pt", "--epsilon", EPSILON,
+                                    "--out", folder / "out"], timeout=120)
     return batch, net.eval(), distributed.load_check(folder / "out")
 
 
-def one_process(net, batch, rows=slice(None)):
-    loss_fn, miner = losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner(epsilon=0.1)
+def one_process(net, batch, rows=slice(None), miner=None):
+    loss_fn, miner = losses.MultiSimilarityLoss(), miner or miners.MultiSimilarityMiner(epsilon=EPSILON)
     return distributed.loss_and_gradient(net, loss_fn, miner, batch["images"][rows], batch["labels"][rows])
 
 
@@ -64,6 +67,37 @@ def test_wrapped_loss_is_world_size_times_the_one_process_loss(checked):
     for r in ranks:
         assert r["wrapped"]["loss"] == pytest.approx(WORLD_SIZE * reference["loss"], rel=1e-5)
         assert r["wrapped"]["pairs"] == reference["pairs"]  # every pair of the global batch
+
+
+class KeepEveryPair(miners.BaseMiner):
+    """A miner that chooses nothing: every positive and negative pair of the batch, whatever the embeddings."""
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        return lmu.get_all_pairs_indices(labels, ref_labels)
+
+
+def test_all_pairs_counts_ordered_pairs_without_self_pairs():
+    assert distributed.all_pairs(torch.tensor([0, 0, 1, 1, 1])) == (2 + 6, 12)
+    assert distributed.all_pairs(torch.tensor([0, 1, 2])) == (0, 6)
+
+
+def test_the_wrapped_miner_check_passes_the_wrapped_miner(checked):
+    batch, net, ranks = checked
+    reference = one_process(net, batch)["pairs"]
+    assert sum(reference) < sum(distributed.all_pairs(batch["labels"]))  # the miner chooses on this batch
+    assert all(distributed.mines_the_global_batch(r["wrapped"]["pairs"], reference, batch["labels"]) for r in ranks)
+    assert not any(distributed.mines_the_global_batch(r["unwrapped"]["pairs"], reference, batch["labels"])
+                   for r in ranks)  # each process alone mines fewer pairs
+
+
+def test_the_wrapped_miner_check_fails_a_miner_that_keeps_every_pair(checked):
+    batch, net, _ = checked
+    keep_all = one_process(net, batch, miner=KeepEveryPair())["pairs"]
+    assert keep_all == distributed.all_pairs(batch["labels"])
+    # a wrapped keep-every-pair miner finds the same counts as the unwrapped one: equal, and still not passed
+    assert not distributed.mines_the_global_batch(keep_all, keep_all, batch["labels"])
+    lesson_05_miner = one_process(net, batch, miner=miners.MultiSimilarityMiner(epsilon=0.1))["pairs"]
+    assert not distributed.mines_the_global_batch(lesson_05_miner, lesson_05_miner, batch["labels"])
 
 
 def test_ddp_applies_the_one_process_gradient_with_the_wrappers(checked):
