@@ -28,6 +28,8 @@ def test_runner_saves_notebooks_html_and_results(tmp_path):
                           str(bad), str(good)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 1
     assert "02_bad.ipynb" in run.stdout and "FAILED" in run.stdout and "broken lesson" in run.stdout
+    failed = nbformat.read(out / "02_bad.ipynb", as_version=4)  # saved up to its error, for the instructor to read
+    assert failed.cells[0].outputs[0]["output_type"] == "error" and "broken lesson" in failed.cells[0].outputs[0]["evalue"]
     assert "01_good.ipynb" in run.stdout and " ok" in run.stdout
     assert (out / "01_good.html").is_file()
     executed = nbformat.read(out / "01_good.ipynb", as_version=4)

@@ -41,13 +41,15 @@ def execute(notebook: Path, out_dir: Path, timeout: int = 1800):
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook, as_version=4)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=QUIET_KERNEL,
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    drop_progress_bars(nb)
-    nb.metadata["course_run"] = {"quick": os.environ.get("COURSE_QUICK") == "1"}  # which numbers its text can quote
-    nbformat.write(nb, out_dir / notebook.name)
-    html, _ = HTMLExporter().from_notebook_node(nb)
-    (out_dir / notebook.with_suffix(".html").name).write_text(html, encoding="utf-8")
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=QUIET_KERNEL,
+                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    finally:  # a notebook that failed is written too, up to the failing cell, so that its error can be read
+        drop_progress_bars(nb)
+        nb.metadata["course_run"] = {"quick": os.environ.get("COURSE_QUICK") == "1"}  # which numbers its text can quote
+        nbformat.write(nb, out_dir / notebook.name)
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        (out_dir / notebook.with_suffix(".html").name).write_text(html, encoding="utf-8")
 
 
 def run_one(notebook: Path, out_dir: Path) -> tuple:
