@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -106,8 +107,8 @@ def check(batch_file, out_dir, loss_fn, miner, device) -> dict:
 def all_pairs(labels) -> tuple:
     """The (positive, negative) ordered pairs of a batch with these labels (N,), an image never with itself: the
     counts a miner that keeps every pair returns, whatever the embeddings."""
-    same = labels[:, None] == labels[None, :]
-    return int(same.sum()) - len(labels), int((~same).sum())
+    positive_anchors, _, negative_anchors, _ = lmu.get_all_pairs_indices(labels)
+    return len(positive_anchors), len(negative_anchors)
 
 
 def mines_the_global_batch(wrapped_pairs, one_process_pairs, labels) -> bool:
