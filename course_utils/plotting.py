@@ -2,6 +2,7 @@
 import sys
 
 import matplotlib.pyplot as plt
+from matplotlib.colors import LogNorm
 import numpy as np
 import torch
 
@@ -202,12 +203,19 @@ def circle_pair_loss(s_p, s_n, m: float = 0.4, gamma: float = 80):
     return torch.nn.functional.softplus(logit)
 
 
+LOSS_FLOOR = 1e-4  # circle_loss_plane: smaller losses share the darkest colour
+
+
 def circle_loss_plane(ax, m: float = 0.4, gamma: float = 80):
     """Circle loss of one positive (similarity s_p) and one negative (s_n) over the (s_n, s_p) plane, with its
     decision boundary, the circle s_n² + (s_p - 1)² = 2m² (lesson 04)."""
     s_n, s_p = torch.meshgrid(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201), indexing="xy")
-    image = ax.contourf(s_n, s_p, circle_pair_loss(s_p, s_n, m, gamma), levels=20, cmap="viridis")
-    ax.figure.colorbar(image, ax=ax, label="loss")
+    # a log scale: the step across the boundary is where the loss falls from about 1 towards 0, and its width is
+    # what gamma changes (a linear scale shows only the largest values, which grow with gamma)
+    loss = circle_pair_loss(s_p, s_n, m, gamma).clamp_min(LOSS_FLOOR)
+    levels = np.logspace(np.log10(LOSS_FLOOR / 2), np.log10(max(float(loss.max()), 10 * LOSS_FLOOR)), 19)
+    image = ax.contourf(s_n, s_p, loss, levels=levels, norm=LogNorm(), cmap="viridis")
+    ax.figure.colorbar(image, ax=ax, label=f"loss (log scale; darkest: below {LOSS_FLOOR:g})", format="%.0e")
     radius = (2 * m * m) ** 0.5
     ax.add_patch(plt.Circle((0, 1), radius, fill=False, color="white", linestyle="--", linewidth=2))
     ax.plot([], [], color="white", linestyle="--", label=f"boundary: radius √2·m = {radius:.2f}")
