@@ -1,6 +1,8 @@
 """The headline results of each lesson, collected in ``build/results.json`` by the course runner."""
 import json
 import os
+import re
+import sys
 from pathlib import Path
 
 from filelock import FileLock
@@ -70,3 +72,37 @@ def format_table(everything: dict) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(("lesson", "metric", "value"), widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join(lines)
+
+
+ROW = re.compile(r"^(?P<method>.+) (?P<split>seen|unseen|rare) (?P<metric>p1|map_r)(?P<std>_std)?$")
+MARKDOWN_COLUMNS = (("seen", "p1"), ("seen", "map_r"), ("unseen", "p1"), ("unseen", "map_r"))
+DISPLAY = {"p1": "P@1", "map_r": "MAP@R"}
+
+
+def markdown_table(everything: dict, lessons=None, columns=MARKDOWN_COLUMNS) -> str:
+    """A Markdown table of the lessons' retrieval results (the README's "Results of a full run" is this table):
+    one row per lesson and method with a value in ``columns``, a mean ± std where the lesson recorded a spread."""
+    rows = []
+    for lesson in lessons or sorted(everything):
+        cells = {}
+        for name, value in everything.get(lesson, {}).items():
+            match = ROW.match(name)
+            if match:
+                key = (match["split"], match["metric"])
+                cells.setdefault(match["method"], {}).setdefault(key, [None, None])[bool(match["std"])] = value
+        for method, values in sorted(cells.items()):
+            if any(values.get(column, [None])[0] is not None for column in columns):
+                shown = [_cell(*values.get(column, [None, None])) for column in columns]
+                rows.append(f"| {lesson} | {method} | " + " | ".join(shown) + " |")
+    header = "| lesson | embedding | " + " | ".join(f"{split} {DISPLAY[metric]}" for split, metric in columns) + " |"
+    return "\n".join([header, "| " + " | ".join(["---"] * (len(columns) + 2)) + " |", *rows])
+
+
+def _cell(mean, std) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+if __name__ == "__main__":  # python -m course_utils.results build/results.json [LESSON ...]
+    print(markdown_table(load(sys.argv[1]), sys.argv[2:] or None))

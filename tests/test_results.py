@@ -47,3 +47,15 @@ def test_a_record_shows_as_one_line(tmp_path):
     assert repr(shown) == str(shown) == f"Recorded 2 numbers of 02 in {tmp_path / 'r.json'}"
     from IPython.lib.pretty import pretty
     assert pretty(shown) == repr(shown)
+
+
+def test_markdown_table_pairs_each_mean_with_its_spread():
+    everything = {"02": {"contrastive seen p1": 0.88, "contrastive seen p1_std": 0.005, "contrastive seen map_r": 0.68,
+                         "contrastive unseen p1": 0.91, "contrastive unseen map_r": 0.39, "raw pixels unseen map_r": 0.46,
+                         "wall_time_s": 12.0, "ddp loss_ratio": 2.0},
+                  "09": {"wall_time_s": 3.0}}
+    lines = results.markdown_table(everything).splitlines()
+    assert lines[0] == "| lesson | embedding | seen P@1 | seen MAP@R | unseen P@1 | unseen MAP@R |"
+    assert lines[2:] == ["| 02 | contrastive | 0.880 ± 0.005 | 0.680 | 0.910 | 0.390 |",
+                         "| 02 | raw pixels | – | – | – | 0.460 |"]
+    assert results.markdown_table(everything, ["09"]).count("\n") == 1  # header and rule only
