@@ -203,7 +203,7 @@ def circle_pair_loss(s_p, s_n, m: float = 0.4, gamma: float = 80):
     return torch.nn.functional.softplus(logit)
 
 
-LOSS_FLOOR = 1e-4  # circle_loss_plane: smaller losses share the darkest colour
+LOSS_RANGE = (1e-4, 1e4)  # circle_loss_plane's colour scale: losses outside it share its end colours
 
 
 def circle_loss_plane(ax, m: float = 0.4, gamma: float = 80):
@@ -212,10 +212,11 @@ def circle_loss_plane(ax, m: float = 0.4, gamma: float = 80):
     s_n, s_p = torch.meshgrid(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201), indexing="xy")
     # a log scale: the step across the boundary is where the loss falls from about 1 towards 0, and its width is
     # what gamma changes (a linear scale shows only the largest values, which grow with gamma)
-    loss = circle_pair_loss(s_p, s_n, m, gamma).clamp_min(LOSS_FLOOR)
-    levels = np.logspace(np.log10(LOSS_FLOOR / 2), np.log10(max(float(loss.max()), 10 * LOSS_FLOOR)), 19)
+    # the same colours in every panel, for any slider setting, so that panels can be compared
+    loss = circle_pair_loss(s_p, s_n, m, gamma).clamp(LOSS_RANGE[0], LOSS_RANGE[1])
+    levels = np.logspace(np.log10(LOSS_RANGE[0] / 2), np.log10(LOSS_RANGE[1] * 2), 25)
     image = ax.contourf(s_n, s_p, loss, levels=levels, norm=LogNorm(), cmap="viridis")
-    ax.figure.colorbar(image, ax=ax, label=f"loss (log scale; darkest: below {LOSS_FLOOR:g})", format="%.0e")
+    ax.figure.colorbar(image, ax=ax, label=f"loss (log scale; darkest: below {LOSS_RANGE[0]:g})", format="%.0e")
     radius = (2 * m * m) ** 0.5
     ax.add_patch(plt.Circle((0, 1), radius, fill=False, color="white", linestyle="--", linewidth=2))
     ax.plot([], [], color="white", linestyle="--", label=f"boundary: radius √2·m = {radius:.2f}")

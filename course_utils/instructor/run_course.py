@@ -64,7 +64,7 @@ def run_one(notebook: Path, out_dir: Path) -> tuple:
     return time.perf_counter() - start, status
 
 
-SLOW_FIRST = ("08_capstone_benchmark",)  # the longest lesson (about 13 min on 2 cores); it shares no run
+SLOW_FIRST = ("08_capstone_benchmark",)  # the longest lesson (about 11 min beside another on 2 cores); it shares no run
 
 
 def start_order(notebooks: list) -> list:
