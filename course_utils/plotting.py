@@ -2,9 +2,9 @@
 import sys
 
 import matplotlib.pyplot as plt
-from matplotlib.colors import LogNorm
 import numpy as np
 import torch
+from matplotlib.colors import LogNorm
 
 from .data import denormalize
 from .evaluation import DISPLAY_NAMES
@@ -210,9 +210,8 @@ def circle_loss_plane(ax, m: float = 0.4, gamma: float = 80):
     """Circle loss of one positive (similarity s_p) and one negative (s_n) over the (s_n, s_p) plane, with its
     decision boundary, the circle s_n² + (s_p - 1)² = 2m² (lesson 04)."""
     s_n, s_p = torch.meshgrid(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201), indexing="xy")
-    # a log scale: the step across the boundary is where the loss falls from about 1 towards 0, and its width is
-    # what gamma changes (a linear scale shows only the largest values, which grow with gamma)
-    # the same colours in every panel, for any slider setting, so that panels can be compared
+    # one log scale for every panel and slider setting: the step across the boundary is a fall over orders of
+    # magnitude whose width gamma sets (a linear scale shows only the largest values, which grow with gamma)
     loss = circle_pair_loss(s_p, s_n, m, gamma).clamp(LOSS_RANGE[0], LOSS_RANGE[1])
     levels = np.logspace(np.log10(LOSS_RANGE[0] / 2), np.log10(LOSS_RANGE[1] * 2), 25)
     image = ax.contourf(s_n, s_p, loss, levels=levels, norm=LogNorm(), cmap="viridis")

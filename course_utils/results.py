@@ -76,12 +76,13 @@ def format_table(everything: dict) -> str:
 
 ROW = re.compile(r"^(?P<method>.+) (?P<split>seen|unseen|rare) (?P<metric>p1|map_r)(?P<std>_std)?$")
 MARKDOWN_COLUMNS = (("seen", "p1"), ("seen", "map_r"), ("unseen", "p1"), ("unseen", "map_r"))
-DISPLAY = {"p1": "P@1", "map_r": "MAP@R"}
 
 
 def markdown_table(everything: dict, lessons=None, columns=MARKDOWN_COLUMNS) -> str:
     """A Markdown table of the lessons' retrieval results (the README's "Results of a full run" is this table):
     one row per lesson and method with a value in ``columns``, a mean ± std where the lesson recorded a spread."""
+    from .evaluation import DISPLAY_NAMES  # here, not at the top: the course runner imports this module without torch
+
     rows = []
     for lesson in lessons or sorted(everything):
         cells = {}
@@ -94,7 +95,7 @@ def markdown_table(everything: dict, lessons=None, columns=MARKDOWN_COLUMNS) -> 
             if any(values.get(column, [None])[0] is not None for column in columns):
                 shown = [_cell(*values.get(column, [None, None])) for column in columns]
                 rows.append(f"| {lesson} | {method} | " + " | ".join(shown) + " |")
-    header = "| lesson | embedding | " + " | ".join(f"{split} {DISPLAY[metric]}" for split, metric in columns) + " |"
+    header = "| lesson | embedding | " + " | ".join(f"{split} {DISPLAY_NAMES[metric]}" for split, metric in columns) + " |"
     return "\n".join([header, "| " + " | ".join(["---"] * (len(columns) + 2)) + " |", *rows])
 
 
