@@ -2,7 +2,7 @@
 recipe, each measured on its own: augmentation, embedding size, a wider trunk, a learning-rate schedule, training
 length, the joint loss weight and which classes are seen (lesson 08).
 
-Every run here trains a ``joint.JointNet`` with ``joint.joint_loss``: cross-entropy only is ``weight=0``, a metric
+Every run here trains a ``models.JointNet`` with ``joint.joint_loss``: cross-entropy only is ``weight=0``, a metric
 loss only is ``ce_weight=0``, and the course's recipe is both. Everything that defines a run is in its ``Recipe``
 and its ``lesson.Budget``; both, the classes and ``VERSION`` key the cache (``lesson.cached``).
 """
@@ -142,15 +142,15 @@ def make_embedder(recipe: Recipe, embedding_dim: int) -> models.EmbeddingNet:
     return models.EmbeddingNet(TRUNKS[recipe.trunk](), embedding_dim)
 
 
-def make_model(recipe: Recipe, embedding_dim: int) -> joint.JointNet:
+def make_model(recipe: Recipe, embedding_dim: int) -> models.JointNet:
     """The network a recipe trains: its embedder (behind ``Augment`` if it augments) with a 10-class head."""
     net = make_embedder(recipe, embedding_dim)
     if recipe.augment is not None:
         net = Augmented(net, Augment(**recipe.augment))
-    return joint.JointNet(net, NUM_CLASSES)
+    return models.JointNet(net, NUM_CLASSES)
 
 
-def embedding_net(model: joint.JointNet) -> models.EmbeddingNet:
+def embedding_net(model: models.JointNet) -> models.EmbeddingNet:
     """The embedding network of a ``make_model`` network, without the head and the augmentation."""
     net = model.embedding_net
     return net.net if isinstance(net, Augmented) else net

@@ -45,14 +45,6 @@ def best_recipe() -> dict:
     return dict(RECIPE)
 
 
-class JointNet(models.Classifier):
-    """Lesson 01's classifier, returning its embeddings too: images -> (embeddings (N, D), logits (N, C)), one pass."""
-
-    def forward(self, x):
-        embeddings = self.embedding_net(x)
-        return embeddings, self.head(embeddings)
-
-
 def joint_loss(embeddings, logits, labels, metric_loss, miner, weight: float = 0.1, ce_weight: float = 1.0):
     """``weight * metric_loss(embeddings, labels, miner(...)) + ce_weight * cross_entropy(logits, labels)``; a term
     whose weight is 0 is not computed (metric only: ``ce_weight=0``; cross-entropy only: ``weight=0``)."""
@@ -121,7 +113,7 @@ def train_joint(metric_loss, miner, sets, budget, config, weight: float = 0.1, c
     """``lesson.train_embedder`` for a ``JointNet``: Adam at ``budget.lr``, batches seeded by ``seed``, MAP@R on
     ``sets.valid`` after each epoch, and the epoch with the best validation MAP@R kept; returns (model, history)."""
     seed = config.seed if seed is None else seed
-    model = JointNet(lesson.new_embedder(budget), len(sets.seen))
+    model = models.JointNet(lesson.new_embedder(budget), len(sets.seen))
     if init_state is not None:
         model.load_state_dict(init_state)
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
@@ -147,7 +139,7 @@ def compare_recipes(recipes: dict, metric_loss, miner, sets, budget, config, see
     same batches (both set by ``seed``); returns ``{name: results(...)}``, a results table of this seed. The
     trained networks are stored in the dict ``keep`` if one is given."""
     torch.manual_seed(seed)
-    init_state = JointNet(lesson.new_embedder(budget), len(sets.seen)).state_dict()
+    init_state = models.JointNet(lesson.new_embedder(budget), len(sets.seen)).state_dict()
     table = {}
     for name, (weight, ce_weight) in recipes.items():
         model, _ = train_joint(metric_loss, miner, sets, budget, config, weight, ce_weight, seed, init_state)
@@ -255,7 +247,7 @@ def _check_setup(seed: int):
     (close enough for the miner to drop some pairs, so that a step without it differs)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = JointNet(models.EmbeddingNet(_TinyTrunk(), 8), 4).double()
+    model = models.JointNet(models.EmbeddingNet(_TinyTrunk(), 8), 4).double()
     images = torch.randn(16, 12, generator=gen, dtype=torch.float64)
     labels = torch.arange(16)[torch.randperm(16, generator=gen)] % 4
     centres = torch.randn(4, 12, generator=gen, dtype=torch.float64)

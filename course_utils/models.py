@@ -49,6 +49,15 @@ class Classifier(nn.Module):
         return self.head(self.embedding_net(x))
 
 
+class JointNet(Classifier):
+    """The classifier, returning its embeddings too: images -> (embeddings (N, D), logits (N, C)) in one pass: what
+    joint training (lesson 07) and every later lesson train."""
+
+    def forward(self, x):
+        embeddings = self.embedding_net(x)
+        return embeddings, self.head(embeddings)
+
+
 class GreyToRGB(nn.Module):
     """Repeat a single grey channel three times, for trunks built for colour images (colour images pass as they
     are: expanding 3 channels to 3 changes nothing, and no branch on the shape keeps ``torch.fx`` able to trace it)."""

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning import losses, miners
 from torch.utils.data import TensorDataset
 
-from course_utils import joint, lesson
+from course_utils import joint, lesson, models
 from course_utils.session import Config
 
 CONFIG = Config(seed=0, device=torch.device("cpu"), quick=True)
@@ -72,7 +72,7 @@ def test_a_model_that_never_runs_is_named():
 
 
 def test_joint_net_gives_embeddings_and_logits_in_one_pass():
-    model = joint.JointNet(lesson.new_embedder(lesson.QUICK), 5)
+    model = models.JointNet(lesson.new_embedder(lesson.QUICK), 5)
     calls = joint._count_forward_passes(model)
     embeddings, logits = model(torch.randn(4, 1, 28, 28))
     assert embeddings.shape == (4, 64) and logits.shape == (4, 5) and len(calls) == 1
@@ -114,7 +114,7 @@ def test_train_joint_selects_on_validation_and_writes_fit_history():
     assert [row["epoch"] for row in history] == [1, 2]
     assert {"loss", "seconds", "valid map_r", "selected"} <= set(history[0])
     assert sum(row["selected"] for row in history) >= 1
-    assert isinstance(model, joint.JointNet)
+    assert isinstance(model, models.JointNet)
 
 
 def test_compare_recipes_is_reproducible_per_seed_and_keeps_models():
@@ -129,7 +129,7 @@ def test_compare_recipes_is_reproducible_per_seed_and_keeps_models():
 
 
 def test_accuracy_counts_the_argmax_of_the_logits():
-    model = joint.JointNet(lesson.new_embedder(lesson.QUICK), 5)
+    model = models.JointNet(lesson.new_embedder(lesson.QUICK), 5)
     dataset = TensorDataset(torch.randn(30, 1, 28, 28), torch.arange(30) % 5)
     with torch.no_grad():
         expected = (model.eval()(dataset.tensors[0])[1].argmax(1) == dataset.tensors[1]).float().mean().item()

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from course_utils import joint
+from course_utils import joint, models
 from course_utils.own_images import network
 
 
@@ -93,7 +93,7 @@ def test_linear_probe_trains_only_the_embedder():
 
 def test_param_groups_give_trunk_and_embedder_their_own_learning_rates():
     net, _ = network.embedding_model("resnet18", 16, weights="none")
-    model = joint.JointNet(net, num_classes=3)
+    model = models.JointNet(net, num_classes=3)
     groups = network.param_groups(model, net.trunk, trunk_lr=1e-4, embedder_lr=1e-3)
     assert [g["lr"] for g in groups] == [1e-4, 1e-3]
     assert len(groups[0]["params"]) == len(list(net.trunk.parameters()))

@@ -24,7 +24,7 @@ def setting(root, seed=0):
     seed_everything(seed)
     images = folder.ImageList(folder.scan(root), folder.transform(16, train=True))  # random crops
     net = models.EmbeddingNet(models.ConvTrunk(in_channels=3, widths=(4, 8)), embedding_dim=8)
-    model = joint.JointNet(net, num_classes=4)
+    model = models.JointNet(net, num_classes=4)
     sampler = samplers.MPerClassSampler(images.labels, m=2, batch_size=4, length_before_new_iter=8)
     loader = torch.utils.data.DataLoader(images, 4, sampler=sampler, drop_last=True)
     optimizer = torch.optim.Adam(network.param_groups(model, net.trunk, 1e-3, 1e-3))

@@ -20,7 +20,7 @@ import torch
 from pytorch_metric_learning import losses, miners, samplers
 from torch import nn
 
-from .. import evaluation, joint
+from .. import evaluation, joint, models
 from ..session import pick_device, seed_everything
 from . import folder, index, network, train
 
@@ -111,7 +111,7 @@ def start_or_resume(args, run_dir: Path) -> tuple:
 
 
 def build_model(recipe: Recipe, num_classes: int, resuming: bool, download: bool) -> nn.Module:
-    """A ``joint.JointNet`` (embedding model + classifier head), with its weights (none when the checkpoint
+    """A ``models.JointNet`` (embedding model + classifier head), with its weights (none when the checkpoint
     will supply them) and frozen parts."""
     net, source = network.embedding_model(recipe.trunk, recipe.embedding_dim,
                                           "none" if resuming else recipe.weights, download)
@@ -122,7 +122,7 @@ def build_model(recipe: Recipe, num_classes: int, resuming: bool, download: bool
         network.freeze_trunk(net)
     elif recipe.freeze_bn:
         network.freeze_batchnorm(net.trunk)
-    return joint.JointNet(net, num_classes)
+    return models.JointNet(net, num_classes)
 
 
 def build_training(recipe: Recipe, model, train_set, workers: int) -> tuple:

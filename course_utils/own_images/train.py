@@ -1,4 +1,4 @@
-"""Lesson 07's joint training (a ``joint.JointNet``: one forward pass, ``weight * metric loss + cross-entropy``)
+"""Lesson 07's joint training (a ``models.JointNet``: one forward pass, ``weight * metric loss + cross-entropy``)
 in an epoch loop that saves a checkpoint after every epoch and resumes from it (lesson 10)."""
 import os
 import time
