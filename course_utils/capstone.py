@@ -4,7 +4,7 @@ length, the joint loss weight and which classes are seen (lesson 08).
 
 Every run here trains a ``models.JointNet`` with ``joint.joint_loss``: cross-entropy only is ``weight=0``, a metric
 loss only is ``ce_weight=0``, and the course's recipe is both. Everything that defines a run is in its ``Recipe``
-and its ``lesson.Budget``; both, the classes and ``VERSION`` key the cache (``lesson.cached``).
+and its ``lesson.Budget``; both and the classes key the cache (``lesson.cached``, which also hashes the code).
 """
 import json
 import math
@@ -14,12 +14,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import data, evaluation, joint, lesson, models, plotting, session
+from . import ann, claims, data, evaluation, joint, lesson, models, plotting, session, training
 
-VERSION = "08-1"  # the version of this module's training code: change it when training changes, to retrain
 NUM_CLASSES = len(data.CLASS_NAMES)  # the classifier head has one output per Fashion-MNIST class
 
 
@@ -134,7 +132,20 @@ class Recipe:
     def settings(self) -> dict:
         """The recipe as plain settings (PML objects through ``lesson.describe``): for cache keys and JSON."""
         return {**asdict(replace(self, metric_loss=None, miner=None)), "metric_loss": lesson.describe(self.metric_loss),
-                "miner": lesson.describe(self.miner), "version": VERSION}
+                "miner": lesson.describe(self.miner)}
+
+    def cache_entry(self, name: str, budget: lesson.Budget, sets: lesson.LessonData, seed: int) -> tuple:
+        """``(file name, key)`` of one seed's run for ``lesson.cached``: keyed by ``run_key`` alone, not by
+        ``name``, so one run under two names (a lever, then the chosen recipe) trains once."""
+        return f"08-run-seed{seed}", run_key(self, sets, budget, seed)
+
+    def train(self, config, budget: lesson.Budget, sets: lesson.LessonData, seed: int) -> dict:
+        """One seed's run (``train``), as ``lesson.compare`` calls it."""
+        return train(self, sets, budget, config, seed)
+
+    def new_network(self, budget: lesson.Budget) -> models.EmbeddingNet:
+        """A fresh embedding network of this recipe's trunk, to load a run's ``state`` into."""
+        return make_embedder(self, budget.embedding_dim)
 
 
 def make_embedder(recipe: Recipe, embedding_dim: int) -> models.EmbeddingNet:
@@ -156,116 +167,51 @@ def embedding_net(model: models.JointNet) -> models.EmbeddingNet:
     return net.net if isinstance(net, Augmented) else net
 
 
-def make_scheduler(recipe: Recipe, optimizer, total_steps: int):
-    """The recipe's learning-rate schedule, stepped once per batch (None for a constant rate)."""
+def schedule(recipe: Recipe, optimizer, total_steps: int) -> list:
+    """The recipe's learning-rate schedule as ``training.fit`` callbacks, stepped once per batch (none for a
+    constant rate)."""
     if recipe.schedule == "constant":
-        return None
+        return []
     if recipe.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=optimizer.param_groups[0]["lr"],
-                                                   total_steps=total_steps, pct_start=0.1)
+        return [training.Schedule(torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=optimizer.param_groups[0]["lr"], total_steps=total_steps, pct_start=0.1))]
     raise ValueError(f"unknown schedule {recipe.schedule!r}: use 'constant' or 'onecycle'")
 
 
-def train_epoch(model, recipe: Recipe, optimizer, scheduler, loader, device) -> float:
-    """One pass with ``joint.joint_loss`` and the scheduler stepped after each batch; returns the mean loss."""
-    model.train()
-    total = 0.0
-    for images, labels in loader:
-        embeddings, logits = model(images.to(device))
-        loss = joint.joint_loss(embeddings, logits, labels.to(device), recipe.metric_loss, recipe.miner,
-                                recipe.weight, recipe.ce_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.item()
-    return total / max(len(loader), 1)
-
-
 def train(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, config, seed: int) -> dict:
-    """Train one network with Adam on ``budget``, keep the epoch with the best MAP@R on ``sets.valid`` and
-    evaluate it on ``sets.test`` (cosine); returns ``{"seed", "history", "table", "state"}`` as ``lesson.compare``'s
-    runs hold them (``state``: the embedding network's weights)."""
+    """Train one network with Adam on ``budget`` (``training.fit`` with ``joint.JointLoss``), keep the epoch with
+    the best MAP@R on ``sets.valid`` and evaluate it on ``sets.test`` (cosine); returns ``{"seed", "history",
+    "table", "state"}`` as ``lesson.compare``'s runs hold them (``state``: the embedding network's weights)."""
     session.seed_everything(seed)
     model = models.on_device(make_model(recipe, budget.embedding_dim), config.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
     loader = data.make_loader(sets.train, budget.batch_size, seed=seed)
-    scheduler = make_scheduler(recipe, optimizer, budget.num_epochs * len(loader))
     track = lesson.map_r_tracker({"valid": sets.valid}, config.device)
-    best = lesson._BestEpoch(model, lambda m: track(embedding_net(m)), "valid map_r")
-    history = []
-    for epoch in range(1, budget.num_epochs + 1):
-        row = {"epoch": epoch, "loss": train_epoch(model, recipe, optimizer, scheduler, loader, config.device)}
-        history.append({**row, **best(model)})
-    net = embedding_net(best.restore(history))
-    return {"seed": seed, "history": history, "table": evaluation.evaluate_splits(net, sets.test, config.device, "cosine"),
-            "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+    callbacks = [*schedule(recipe, optimizer, budget.num_epochs * len(loader)),
+                 training.Track(lambda m: track(embedding_net(m))), training.BestEpoch("valid map_r")]
+    loss_fn = joint.JointLoss(recipe.metric_loss, recipe.miner, recipe.weight, recipe.ce_weight)
+    history = training.fit(model, loss_fn, optimizer, loader, config.device, budget.num_epochs, callbacks=callbacks,
+                           progress=False)
+    return lesson.evaluated_run(embedding_net(model), sets, config, seed, history)
 
 
 def run_key(recipe: Recipe, sets: lesson.LessonData, budget: lesson.Budget, seed: int) -> dict:
     """Everything that defines one run, for ``lesson.cached``: budget, recipe, classes, data sizes and seed."""
     sizes = {"train": len(sets.train), "valid": len(sets.valid), **{k: len(v) for k, v in sets.test.items()}}
-    return lesson.recipe(replace(budget, seeds=None), **recipe.settings(), seen=sets.seen, unseen=sets.unseen,
-                         sizes=sizes, seed=seed)
-
-
-def train_seeds(config, recipe: Recipe, sets, budget: lesson.Budget, seeds=None) -> list:
-    """``train`` once per seed (default: ``budget.seeds``), each run cached under ``build/cache/`` by ``run_key``
-    alone, so one run under two names (a lever, then the chosen recipe) trains once."""
-    return [lesson.cached(config, f"08-run-seed{seed}",
-                          run_key(recipe, sets, budget, seed), lambda seed=seed: train(recipe, sets, budget, config, seed))
-            for seed in (budget.seeds if seeds is None else seeds)]
-
-
-def compare(config, methods: dict, sets, budget: lesson.Budget, baselines=None, seeds=None):
-    """Train each of ``methods`` (``{name: Recipe}``, or ``{name: (Recipe, Budget)}``) with every seed; returns
-    ``(table, runs)`` as ``lesson.compare`` does: baselines first, then each method's mean ± std over seeds."""
-    runs = {}
-    for name, method in methods.items():
-        recipe, method_budget = method if isinstance(method, tuple) else (method, budget)
-        runs[name] = train_seeds(config, recipe, sets, method_budget, seeds)
-    table = lesson.results_table(baselines or {}, sets.test, config.device)
-    for name, seed_runs in runs.items():
-        table[name] = lesson.mean_std([{name: run["table"]} for run in seed_runs])[name]
-    return table, runs
-
-
-def network_of(run: dict, recipe: Recipe, budget: lesson.Budget) -> models.EmbeddingNet:
-    """The embedding network of one run of ``train``, in eval mode."""
-    net = make_embedder(recipe, budget.embedding_dim)
-    net.load_state_dict(run["state"])
-    return net.eval()
-
-
-def class_split_data(config, budget: lesson.Budget, seen, unseen=()) -> lesson.LessonData:
-    """``lesson.lesson_data`` for any classes: training and validation images of ``seen``, test images of both
-    (an empty ``unseen`` gives only ``test["seen"]``: all classes seen, as when training on all ten)."""
-    train_seen, _ = data.seen_unseen(lesson._fashion_mnist("train"), seen, unseen)
-    test_seen, test_unseen = data.seen_unseen(lesson._fashion_mnist("test"), seen, unseen)
-    train, valid = data.split_per_class(train_seen, (budget.train_per_class, budget.valid_per_class), config.seed)
-    test = {"seen": data.subsample(test_seen, budget.eval_per_class, seed=config.seed)}
-    if unseen:
-        test["unseen"] = data.subsample(test_unseen, budget.eval_per_class, seed=config.seed)
-    train_unseen = data.select_classes(lesson._fashion_mnist("train"), unseen)
-    return lesson.LessonData(tuple(seen), tuple(unseen), train, test, train_unseen, valid)
+    return lesson.cache_key(replace(budget, seeds=None), **recipe.settings(), seen=sets.seen, unseen=sets.unseen,
+                            sizes=sizes, seed=seed)
 
 
 # --- reading the results ----------------------------------------------------------------------------------------
 
-def summary(table: dict, splits=("seen", "unseen")) -> str:
-    """A results table as text, "mean ± std" per split and metric (``evaluation.metrics_table``'s columns)."""
-    return evaluation.metrics_table({name: {s: row[s] for s in splits if s in row} for name, row in table.items()})
-
-
 def lever_effects(table: dict, base: str, names, split: str = "unseen", metrics=("p1", "map_r")) -> dict:
     """``{name: {metric: (difference from base, clear)}}`` for each of ``names`` (rows of ``table``): what each lever
-    bought, and whether the difference beats ``lesson.margin`` (``clear``: +1 a win, -1 a loss, 0 a tie)."""
+    bought, and whether the difference beats ``claims.threshold`` (``clear``: +1 a win, -1 a loss, 0 a tie)."""
     effects = {}
     for name in names:
         if name != base:
             effects[name] = {m: (table[name][split][m] - table[base][split][m],
-                                 int(lesson.wins(table, name, base, split, m)) - int(lesson.wins(table, base, name, split, m)))
+                                 int(claims.wins(table, name, base, split, m)) - int(claims.wins(table, base, name, split, m)))
                              for m in metrics}
     return effects
 
@@ -278,12 +224,12 @@ def format_effects(effects: dict, base: str) -> str:
 
 
 def resolved_pairs(table: dict, names, split: str, metric: str = "map_r") -> tuple:
-    """``(wins, ties)``: the pairs ``(a, b)`` of ``names`` where ``a`` clearly beats ``b`` (``lesson.wins``), and the
-    pairs the table cannot tell apart (``lesson.ties``), on one split and metric."""
+    """``(wins, ties)``: the pairs ``(a, b)`` of ``names`` where ``a`` clearly beats ``b`` (``claims.wins``), and the
+    pairs the table cannot tell apart (``claims.ties``), on one split and metric."""
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     wins = [(a, b) if table[a][split][metric] > table[b][split][metric] else (b, a) for a, b in pairs
-            if not lesson.ties(table, a, b, split, metric)]
-    return wins, [pair for pair in pairs if lesson.ties(table, *pair, split, metric)]
+            if not claims.ties(table, a, b, split, metric)]
+    return wins, [pair for pair in pairs if claims.ties(table, *pair, split, metric)]
 
 
 def choose_levers(effects: dict) -> list:
@@ -329,13 +275,13 @@ def benchmark_bars(table: dict, metrics=evaluation.METRICS, title=None):
 
 def effects_plot(effects: dict, title=None, ax=None):
     """Horizontal bars: each lever's change of validation-class P@1 and MAP@R against the base recipe, with the
-    band of ``lesson.NOISE`` around zero where a difference is a tie."""
-    fig, ax = plotting._axes(ax, (7, 0.5 * len(effects) + 1.5))
+    band of ``claims.NOISE`` around zero where a difference is a tie."""
+    fig, ax = plotting.figure_and_axes(ax, (7, 0.5 * len(effects) + 1.5))
     names = list(effects)
     for i, (metric, color) in enumerate((("p1", "tab:orange"), ("map_r", "tab:green"))):
         ax.barh(np.arange(len(names)) + (i - 0.5) * 0.38, [effects[n][metric][0] for n in names], 0.38, color=color,
                 label=evaluation.DISPLAY_NAMES[metric])
-    ax.axvspan(-lesson.NOISE, lesson.NOISE, color="grey", alpha=0.15, label=f"noise (±{lesson.NOISE})")
+    ax.axvspan(-claims.NOISE, claims.NOISE, color="grey", alpha=0.15, label=f"noise (±{claims.NOISE})")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set(yticks=np.arange(len(names)), yticklabels=names, xlabel="change against the base recipe",
            title=title or "What each lever bought")
@@ -348,7 +294,7 @@ def effects_plot(effects: dict, title=None, ax=None):
 def curve_plot(xs, table: dict, names: dict, reference: dict = None, xlabel: str = "", title=None, ax=None):
     """Unseen-class P@1 and MAP@R (mean ± std) of the rows ``names`` (``{x: row name}``) against x, with a
     dashed line per metric for ``reference`` rows (``{x: row name}``, e.g. raw pixels on the same classes)."""
-    fig, ax = plotting._axes(ax, (6, 3.8))
+    fig, ax = plotting.figure_and_axes(ax, (6, 3.8))
     for metric, color in (("p1", "tab:orange"), ("map_r", "tab:green")):
         rows = [table[names[x]]["unseen"] for x in xs]
         ax.errorbar(xs, [r[metric] for r in rows], [r.get(f"{metric}_std", 0) for r in rows], marker="o", capsize=3,
@@ -373,17 +319,15 @@ def worst_queries(embeddings, labels, k: int = 8, n: int = 4):
 # --- export: the network, its recipe and a faiss index of its embeddings -----------------------------------------
 
 def export(folder, net: models.EmbeddingNet, recipe: dict, embeddings, labels) -> Path:
-    """Write ``model.pt`` (the state dict), ``recipe.json``, ``index.faiss`` (an exact inner-product index of the
-    unit-length embeddings (N, D): cosine similarity) and ``labels.npy`` to ``folder``; returns the folder."""
+    """Write ``model.pt`` (the state dict), ``recipe.json``, ``index.faiss`` (``ann.cosine_index`` of the embeddings
+    (N, D)) and ``labels.npy`` to ``folder``; returns the folder."""
     import faiss
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "model.pt")
     (folder / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True, default=str) + "\n")
-    index = faiss.IndexFlatIP(embeddings.shape[1])
-    index.add(F.normalize(embeddings.float(), dim=1).numpy())
-    faiss.write_index(index, str(folder / "index.faiss"))
+    faiss.write_index(ann.cosine_index(embeddings), str(folder / "index.faiss"))
     np.save(folder / "labels.npy", labels.numpy())
     return folder
 
@@ -403,6 +347,4 @@ def load_export(folder):
 def search(net, index, images, k: int = 8):
     """The ``k`` most similar indexed embeddings of each image (N, 1, H, W): (similarities (N, k), ids (N, k))."""
     with torch.inference_mode():
-        queries = F.normalize(net.eval()(images).float(), dim=1).numpy()
-    similarities, ids = index.search(queries, k)
-    return torch.from_numpy(similarities), torch.from_numpy(ids)
+        return ann.cosine_search(index, net.eval()(images), k)

@@ -10,8 +10,11 @@ who runs the notebook:
 * anyone else (a student in JupyterLab or Colab, on a GPU or another CPU): the cell prints a warning with the
   text, this run's numbers and the margin, and the notebook goes on; ``report`` at the lesson's end lists them.
 
-The comparisons a claim is built from (``lesson.wins``, ``lesson.ties``, ``lesson.clearly_ahead``,
-``lesson.tie``) call ``note``, so a claim that misses can show what was compared.
+The course's rule for reading a comparison lives here too, with one pair of names: ``wins`` and ``ties``,
+on two numbers (``wins(0.81, 0.74)``: ahead by more than ``NOISE``) or on two rows of a results table
+(``wins(table, "joint", "metric only", "unseen")``: ahead by more than ``threshold``, the noise or the two
+rows' seed spreads added, whichever is larger). Both call ``note``, so a claim that misses can show what was
+compared.
 """
 import os
 import sys
@@ -54,6 +57,42 @@ def _take_evidence() -> list:
     evidence = _pending[-SHOWN_COMPARISONS:]
     _pending.clear()
     return evidence
+
+
+def threshold(table: dict, a: str, b: str, split: str, metric: str = "map_r") -> float:
+    """How far apart rows ``a`` and ``b`` of a results table must be to differ: ``NOISE`` (between machines), or
+    their seed spreads (``f"{metric}_std"``) added, whichever is larger."""
+    spread = table[a][split].get(f"{metric}_std", 0.0) + table[b][split].get(f"{metric}_std", 0.0)
+    return max(NOISE, spread)
+
+
+def _gap(args) -> tuple:
+    """``(a - b, threshold)`` of ``(x, y[, needed])`` (two numbers) or ``(table, a, b, split[, metric])``, noted."""
+    if isinstance(args[0], dict):
+        table, a, b, split, *metric = args
+        metric = metric[0] if metric else "map_r"
+        diff, needed = table[a][split][metric] - table[b][split][metric], threshold(table, a, b, split, metric)
+        note(f"{a} − {b}, {split} {metric}: {diff:+.3f} (margin {needed:.3f})")
+        return diff, needed
+    x, y, *needed = args
+    needed = needed[0] if needed else NOISE
+    note(f"{x:.3f} − {y:.3f} = {x - y:+.3f} (margin {needed:.3f})")
+    return x - y, needed
+
+
+def wins(*args) -> bool:
+    """``wins(x, y)``: number ``x`` beats ``y`` by more than ``NOISE`` (or by more than a third argument, a
+    threshold of the caller's). ``wins(table, a, b, split, metric="map_r")``:
+    row ``a`` of a results table beats row ``b`` by more than ``threshold``. Only then is it a win."""
+    diff, needed = _gap(args)
+    return diff > needed
+
+
+def ties(*args) -> bool:
+    """Neither side ``wins``: the difference is within ``NOISE`` (two numbers) or ``threshold`` (two table rows);
+    the same arguments as ``wins``."""
+    diff, needed = _gap(args)
+    return abs(diff) <= needed
 
 
 def warning_text(text: str, evidence: list) -> str:

@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import os
 import zlib
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,12 @@ def load_fashion_mnist(split: str = "train", root=None, check: bool = True) -> T
     images = read_idx(root / image_file).unsqueeze(1).float().div_(255)
     labels = read_idx(root / label_file).long()
     return TensorDataset(images.sub_(MEAN).div_(STD), labels)
+
+
+@lru_cache(maxsize=2)
+def fashion_mnist(split: str) -> TensorDataset:
+    """``load_fashion_mnist(split)`` from the default folder, read once per process (the lessons split it often)."""
+    return load_fashion_mnist(split)
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -137,15 +136,10 @@ def distributed_loader(train_set, batch_size: int, seed: int) -> DataLoader:
 
 
 def train(model, loss_fn, miner, optimizer, loader, device, num_epochs: int) -> list:
-    """``training.train_epoch`` once per epoch on a DDP ``model`` with PML's wrapped ``loss_fn`` and ``miner``;
-    returns one dict per epoch (epoch, this process's mean loss, seconds)."""
-    history = []
-    for epoch in range(1, num_epochs + 1):
-        loader.sampler.set_epoch(epoch)  # a new shuffle each epoch, the same in every process
-        start_time = time.perf_counter()
-        loss = training.train_epoch(model, loss_fn, miner, optimizer, loader, device, progress=False)
-        history.append({"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start_time})
-    return history
+    """``training.fit`` on a DDP ``model`` with PML's wrapped ``loss_fn`` and ``miner``, a new shuffle each epoch
+    (the same in every process); returns one dict per epoch (epoch, this process's mean loss, seconds)."""
+    return training.fit(model, loss_fn, optimizer, loader, device, num_epochs, miner=miner,
+                        callbacks=[training.ShuffleEachEpoch()], progress=False)
 
 
 def train_command(args, device) -> None:

@@ -214,20 +214,25 @@ def evaluate_splits(model, datasets: dict, device, distance: str = "euclidean") 
 
 
 def _cell(metrics: dict, metric: str) -> str:
-    """One value, or ``mean±std`` where the metrics hold a standard deviation over seeds."""
+    """One value, ``mean±std`` where the metrics hold a standard deviation over seeds, "–" where it is missing."""
+    if metric not in metrics:
+        return "–"
     std = metrics.get(f"{metric}_std")
     return f"{metrics[metric]:.3f}" + (f"±{std:.3f}" if std is not None else "")
 
 
-def metrics_table(table: dict) -> str:
-    """``{method: {split: metrics}}`` as a text table: one row per method, one column per split and metric
-    (``mean±std`` where a table holds ``f"{metric}_std"``, as a mean over seeds does)."""
-    splits = list(next(iter(table.values())))
-    columns = [(split, metric) for split in splits for metric in METRICS]
-    cells = {name: [_cell(table[name][split], m) for split, m in columns] for name in table}
+def metrics_table(table: dict, splits=None, metrics=METRICS) -> str:
+    """``{method: {split: metrics}}`` as a text table: one row per method, one column per split and metric that
+    some row holds (``mean±std`` where a row holds ``f"{metric}_std"``, as a mean over seeds does; "–" where a row
+    lacks it, as a recipe without a classifier head lacks ``accuracy``). ``splits`` default to the first row's."""
+    splits = list(next(iter(table.values()))) if splits is None else splits
+    columns = [(split, m) for split in splits for m in metrics
+               if any(m in row.get(split, {}) for row in table.values())]
+    cells = {name: [_cell(table[name].get(split, {}), m) for split, m in columns] for name in table}
     width = max(len(name) for name in table) + 2
     col = max(13, *(len(c) for row in cells.values() for c in row))
-    header = " " * width + "  ".join(f"{split + ' ' + DISPLAY_NAMES[m]:>{col}}" for split, m in columns)
+    names = {"accuracy": "accuracy", **DISPLAY_NAMES}
+    header = " " * width + "  ".join(f"{split + ' ' + names[m]:>{col}}" for split, m in columns)
     rows = [f"{name:<{width}}" + "  ".join(f"{c:>{col}}" for c in cells[name]) for name in table]
     return "\n".join([header] + rows)
 

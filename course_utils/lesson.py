@@ -10,7 +10,6 @@ import json
 import os
 import statistics
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,7 +19,6 @@ from torch.utils.data import TensorDataset
 
 from . import claims, data, evaluation, models, paths, plotting, session, training
 
-NOISE = claims.NOISE  # smaller gaps are ties (lesson 00, section 6)
 SPLITS = {"A": (data.SEEN_CLASSES, data.UNSEEN_CLASSES),  # tops, trousers, dresses | shoes, bags, shirts
           "B": ((0, 1, 3, 5, 7), (2, 4, 6, 8, 9))}  # lesson 02: T-shirt, trouser, dress, sandal, sneaker | rest
 
@@ -69,20 +67,21 @@ class LessonData:
                 + "; test: " + ", ".join(f"{len(ds):,} {split}" for split, ds in self.test.items()))
 
 
-@lru_cache(maxsize=2)
-def _fashion_mnist(split: str) -> TensorDataset:
-    return data.load_fashion_mnist(split)
-
-
 def lesson_data(config, budget: Budget, split: str = "A") -> LessonData:
     """Split ``split`` of Fashion-MNIST (see ``SPLITS``) at ``budget``'s sizes, subsampled with ``config.seed``."""
-    seen, unseen = SPLITS[split]
-    train_seen, train_unseen = data.seen_unseen(_fashion_mnist("train"), seen, unseen)
-    test_seen, test_unseen = data.seen_unseen(_fashion_mnist("test"), seen, unseen)
-    test = {name: data.subsample(ds, budget.eval_per_class, seed=config.seed)
-            for name, ds in (("seen", test_seen), ("unseen", test_unseen))}
+    return class_split_data(config, budget, *SPLITS[split])
+
+
+def class_split_data(config, budget: Budget, seen, unseen=()) -> LessonData:
+    """The data of any class split at ``budget``'s sizes: training and validation images of ``seen``, test images of
+    both (an empty ``unseen`` gives only ``test["seen"]``: all classes seen, as when training on all ten)."""
+    train_seen, train_unseen = data.seen_unseen(data.fashion_mnist("train"), seen, unseen)
+    test_seen, test_unseen = data.seen_unseen(data.fashion_mnist("test"), seen, unseen)
+    test = {"seen": data.subsample(test_seen, budget.eval_per_class, seed=config.seed)}
+    if unseen:
+        test["unseen"] = data.subsample(test_unseen, budget.eval_per_class, seed=config.seed)
     train, valid = data.split_per_class(train_seen, (budget.train_per_class, budget.valid_per_class), config.seed)
-    return LessonData(seen, unseen, train, test, train_unseen, valid if budget.valid_per_class else None)
+    return LessonData(tuple(seen), tuple(unseen), train, test, train_unseen, valid if budget.valid_per_class else None)
 
 
 def selection_data(config, budget: Budget, split: str = "A", held_out: int = 2) -> LessonData:
@@ -96,7 +95,7 @@ def selection_data(config, budget: Budget, split: str = "A", held_out: int = 2) 
     if not 2 <= held_out <= len(seen) - 2:
         raise ValueError(f"held_out must leave at least two classes on each side of {len(seen)} seen classes")
     train_classes, valid_classes = seen[:-held_out], seen[-held_out:]
-    train_seen, held = data.seen_unseen(_fashion_mnist("train"), train_classes, valid_classes)
+    train_seen, held = data.seen_unseen(data.fashion_mnist("train"), train_classes, valid_classes)
     train, valid, test_seen = data.split_per_class(
         train_seen, (budget.train_per_class, budget.valid_per_class, budget.eval_per_class), config.seed)
     test = {"seen": test_seen, "unseen": data.subsample(held, budget.eval_per_class, seed=config.seed)}
@@ -111,42 +110,23 @@ def new_embedder(budget: Budget) -> models.EmbeddingNet:
 def train_embedder(loss_fn, train_set, budget: Budget, config, miner=None, model=None, init_state=None,
                    eval_fn=None, progress: bool = True, seed=None, select_on=None, sampler=None, on_batch=None):
     """Train ``model`` (default: a new embedder, loaded from ``init_state`` if given) on ``budget`` with Adam and
-    batches seeded by ``seed`` (default ``config.seed``); returns ``(model, history)`` as ``training.fit`` writes it.
+    batches seeded by ``seed`` (default ``config.seed``) through ``training.fit``; returns ``(model, history)``.
 
-    With ``select_on`` (a key of ``eval_fn``'s metrics, e.g. ``"valid map_r"``) the model returned is the one of
-    the epoch where that metric was highest: model selection on validation data (lesson 02)."""
+    ``eval_fn(model)``'s metrics join each epoch's row; with ``select_on`` (one of them, e.g. ``"valid map_r"``)
+    the model returned is the one of the epoch where it was highest: model selection on validation data
+    (lesson 02). ``on_batch(outputs, labels)`` sees each batch before its step (``training.WatchBatches``)."""
     model = new_embedder(budget) if model is None else model
     if init_state is not None:
         model.load_state_dict(init_state)
     optimizer = torch.optim.Adam(model.parameters(), lr=budget.lr)
     loader = data.make_loader(train_set, budget.batch_size, seed=config.seed if seed is None else seed,
                               sampler=sampler)
-    best = _BestEpoch(model, eval_fn, select_on)
-    history = training.fit(model, loss_fn, miner, optimizer, loader, config.device, budget.num_epochs,
-                           eval_fn=best if eval_fn else None, progress=progress, on_batch=on_batch)
-    return best.restore(history), history
-
-
-class _BestEpoch:
-    """An ``eval_fn`` wrapper that keeps a copy of the weights of the best epoch by ``select_on``."""
-
-    def __init__(self, model, eval_fn, select_on):
-        self.model, self.eval_fn, self.select_on, self.best, self.state = model, eval_fn, select_on, None, None
-
-    def __call__(self, model):
-        metrics = self.eval_fn(model)
-        if self.select_on and (self.best is None or metrics[self.select_on] > self.best):
-            self.best = metrics[self.select_on]
-            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return metrics
-
-    def restore(self, history):
-        """Load the best epoch's weights, mark that epoch in ``history``; return the model."""
-        if self.state is not None:
-            self.model.load_state_dict(self.state)
-            for row in history:
-                row["selected"] = row[self.select_on] == self.best
-        return self.model
+    callbacks = [training.WatchBatches(on_batch)] if on_batch else []
+    callbacks += [training.Track(eval_fn)] if eval_fn else []
+    callbacks += [training.BestEpoch(select_on)] if eval_fn and select_on else []
+    history = training.fit(model, loss_fn, optimizer, loader, config.device, budget.num_epochs, miner=miner,
+                           callbacks=callbacks, progress=progress)
+    return model, history
 
 
 def validation_and_test(sets: LessonData) -> dict:
@@ -222,36 +202,67 @@ def over_seeds(run, budget: Budget) -> dict:
     return mean_std(tables)
 
 
-FINGERPRINTED = ("data", "evaluation", "models", "session", "training")  # the foundation a training run runs
-KIT_TRAINING = ("Budget", "QUICK", "FULL", "SPLITS", "LessonData", "_fashion_mnist", "lesson_data", "new_embedder",
-                "train_embedder", "_BestEpoch", "map_r_tracker", "recipe", "describe", "Method", "_train_one",
-                "train_seeds", "cached", "UNTRAINED_FIELDS")  # the kit's code behind a cached training run
+UNCACHED = ("instructor", "plotting.py")  # code that no cached run executes: editing it keeps the cache
 
 
-def _code_fingerprint() -> str:
-    """A hash of the foundation modules and of the kit's training code: a change to the code that trains and
-    evaluates invalidates the cache, while a new printing or plotting helper in the kit does not (a topic
-    module's own recipes must name their settings in the recipe)."""
+def code_fingerprint(compute=None) -> str:
+    """A hash of the code a cached run can execute: the source of every ``course_utils`` module except
+    ``UNCACHED``, and of every function outside the package that ``compute`` reaches by name (a notebook's own
+    function that a lambda calls, and the functions that one calls, and so on). Editing any of them retrains."""
+    root = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in FINGERPRINTED:
-        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
-    kit = globals()
-    for name in KIT_TRAINING:
-        obj = kit[name]
-        digest.update((inspect.getsource(obj) if callable(obj) else repr(obj)).encode())
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] not in UNCACHED:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for source in outside_sources(compute):
+        digest.update(source.encode())
     return digest.hexdigest()[:16]
 
 
-def cached(config, name: str, recipe: dict, compute):
-    """``compute()`` (tables, histories, state dicts), stored under ``build/cache/`` keyed by ``recipe`` and the
-    code, so a full-mode rerun is instant and a changed recipe retrains. Quick mode (the tests) always computes.
+def outside_sources(function) -> list:
+    """The sorted sources of ``function`` and of the functions it reaches through its global names, closures and
+    defaults, stopping at ``course_utils`` (covered by module) and at anything that is not a Python function."""
+    sources, seen, todo = set(), set(), [function]
+    while todo:
+        obj = todo.pop()
+        code = getattr(obj, "__code__", None)
+        if code is None or id(obj) in seen or (getattr(obj, "__module__", None) or "").startswith(__package__):
+            continue
+        seen.add(id(obj))
+        try:
+            sources.add(inspect.getsource(obj))
+        except (OSError, TypeError):  # no source file (an exec'd function): its bytecode
+            sources.add(code.co_code.hex())
+        codes, names = [code], set()
+        while codes:
+            current = codes.pop()
+            names |= set(current.co_names)
+            codes += [c for c in current.co_consts if inspect.iscode(c)]
+        todo += [obj.__globals__[n] for n in sorted(names) if n in obj.__globals__]
+        todo += [cell.cell_contents for cell in obj.__closure__ or () if _filled(cell)]
+        todo += list(obj.__defaults__ or ())
+    return sorted(sources)
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # a closure variable not assigned yet
+        return False
+    return True
+
+
+def cached(config, name: str, key: dict, compute):
+    """``compute()`` (tables, histories, state dicts), stored under ``build/cache/`` under ``key`` (the settings that
+    define the run: ``cache_key``), the device and ``code_fingerprint(compute)``, so a full-mode rerun is instant
+    and changed settings or code retrain. Quick mode (the tests) always computes.
 
     Lessons running at once (``run_course --jobs``) take turns per entry: one computes it while a lock file is
     held, and the others, waiting on that lock, then read it."""
     if config.quick:
         return compute()
-    key = json.dumps({"recipe": recipe, "device": str(config.device), "code": _code_fingerprint()}, sort_keys=True,
-                     default=str)
+    key = json.dumps({"settings": key, "device": str(config.device), "code": code_fingerprint(compute)},
+                     sort_keys=True, default=str)
     path = paths.course_root() / "build" / "cache" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
@@ -267,9 +278,9 @@ def cached(config, name: str, recipe: dict, compute):
 UNTRAINED_FIELDS = ("umap_per_class",)  # budget fields no training run reads: not part of a cache key
 
 
-def recipe(budget: Budget, **settings) -> dict:
-    """A cache key for ``cached``: the budget's fields that change a run (not ``UNTRAINED_FIELDS``) and whatever
-    else defines it, so lessons that differ only in how many points their pictures show share their runs."""
+def cache_key(budget: Budget, **settings) -> dict:
+    """A key for ``cached``: the budget's fields that change a run (not ``UNTRAINED_FIELDS``) and whatever else
+    defines it, so lessons that differ only in how many points their pictures show share their runs."""
     fields = {k: v for k, v in asdict(budget).items() if k not in UNTRAINED_FIELDS}
     return {**fields, **settings}
 
@@ -285,6 +296,41 @@ def describe(obj):
     return {"class": type(obj).__name__, **settings, **children}
 
 
+def train_seeds(config, budget: Budget, sets: LessonData, name: str, method, seeds=None) -> list:
+    """``method`` trained once per seed (default ``budget.seeds``), each run cached under the name and key that
+    ``method.cache_entry`` gives; a method is a ``Method`` or anything with the same three methods
+    (``capstone.Recipe``)."""
+    runs = []
+    for seed in budget.seeds if seeds is None else seeds:
+        entry, key = method.cache_entry(name, budget, sets, seed)
+        runs.append(cached(config, entry, key, lambda seed=seed: method.train(config, budget, sets, seed)))
+    return runs
+
+
+def compare(config, budget: Budget, sets: LessonData, methods: dict, baselines=None, seeds=None):
+    """Train each of ``methods`` (``{name: method}``, or ``{name: (method, its own Budget)}``) with every seed of
+    ``budget`` (or ``seeds``) and evaluate on ``sets.test``.
+
+    Returns ``(table, runs)``: a results table (``baselines`` first, e.g. ``{"raw pixels": nn.Flatten()}``; then
+    each method's mean with ``f"{metric}_std"`` over seeds) and ``{name: [one dict per seed]}``."""
+    runs = {}
+    for name, method in methods.items():
+        method, method_budget = method if isinstance(method, tuple) else (method, budget)
+        runs[name] = train_seeds(config, method_budget, sets, name, method, seeds)
+    table = results_table(baselines or {}, sets.test, config.device)
+    for name, runs_of_name in runs.items():
+        table[name] = mean_std([{name: run["table"]} for run in runs_of_name])[name]
+    return table, runs
+
+
+def network_of(budget: Budget, run: dict, method=None):
+    """The embedding network of one run of ``compare`` (its selected epoch's weights), in eval mode: ``method``'s
+    network (``new_embedder``'s by default)."""
+    net = method.new_network(budget) if method is not None else new_embedder(budget)
+    net.load_state_dict(run["state"])
+    return net.eval()
+
+
 @dataclass
 class Method:
     """One way to train: a PML loss and miner, and optionally the model to train (``make_model(budget)``), its
@@ -297,89 +343,34 @@ class Method:
     embedding_of: object = None
     sampler: object = None
 
+    def cache_entry(self, name: str, budget: Budget, sets: LessonData, seed: int) -> tuple:
+        """``(file name, key)`` of one seed's run in the cache: by name, settings, classes and seed."""
+        key = cache_key(budget, method=name, loss=describe(self.loss_fn), miner=describe(self.miner),
+                        seen=sets.seen, seed=seed, validation=sets.valid is not None)
+        return f"{name}-seed{seed}".replace(" ", "_").replace("/", "_"), key
 
-def _train_one(config, budget: Budget, sets: LessonData, method: Method, seed: int) -> dict:
-    """One seed of one method: train (selecting the epoch on validation data if there is any), evaluate on
-    ``sets.test``; returns ``{"seed", "history", "table", "state"}`` with the embedding network's weights."""
-    session.seed_everything(seed)
-    model = method.make_model(budget) if method.make_model else new_embedder(budget)
-    embedding_of = method.embedding_of or (lambda m: m)
-    valid = map_r_tracker({"valid": sets.valid}, config.device) if sets.valid is not None else None
-    model, history = train_embedder(method.loss_fn, sets.train, budget, config, miner=method.miner, model=model,
-                                    eval_fn=(lambda m: valid(embedding_of(m))) if valid else None, progress=False,
-                                    seed=seed, select_on="valid map_r" if valid else None,
-                                    sampler=method.sampler(sets.train) if method.sampler else None)
-    net = embedding_of(model)
+    def train(self, config, budget: Budget, sets: LessonData, seed: int) -> dict:
+        """One seed: train (selecting the epoch on validation data if there is any), evaluate on ``sets.test``;
+        returns ``{"seed", "history", "table", "state"}`` with the embedding network's weights."""
+        session.seed_everything(seed)
+        model = self.make_model(budget) if self.make_model else new_embedder(budget)
+        embedding_of = self.embedding_of or (lambda m: m)
+        valid = map_r_tracker({"valid": sets.valid}, config.device) if sets.valid is not None else None
+        model, history = train_embedder(self.loss_fn, sets.train, budget, config, miner=self.miner, model=model,
+                                        eval_fn=(lambda m: valid(embedding_of(m))) if valid else None,
+                                        progress=False, seed=seed, select_on="valid map_r" if valid else None,
+                                        sampler=self.sampler(sets.train) if self.sampler else None)
+        return evaluated_run(embedding_of(model), sets, config, seed, history)
+
+    def new_network(self, budget: Budget) -> models.EmbeddingNet:
+        """A fresh embedding network of the shape this method trains, to load a run's ``state`` into."""
+        return new_embedder(budget)
+
+
+def evaluated_run(net, sets: LessonData, config, seed: int, history: list) -> dict:
+    """What one seed's run keeps: ``{"seed", "history", "table": net on sets.test (cosine), "state": net's weights}``."""
     return {"seed": seed, "history": history, "table": evaluation.evaluate_splits(net, sets.test, config.device, "cosine"),
             "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
-
-
-def train_seeds(config, budget: Budget, sets: LessonData, name: str, method: Method) -> list:
-    """``method`` trained once per seed of ``budget`` (each run cached by name, settings, classes and seed)."""
-    runs = []
-    for seed in budget.seeds:
-        key = recipe(budget, method=name, loss=describe(method.loss_fn), miner=describe(method.miner),
-                     seen=sets.seen, seed=seed, validation=sets.valid is not None)
-        runs.append(cached(config, f"{name}-seed{seed}".replace(" ", "_").replace("/", "_"), key,
-                           lambda seed=seed: _train_one(config, budget, sets, method, seed)))
-    return runs
-
-
-def compare(config, budget: Budget, sets: LessonData, methods: dict, baselines=None):
-    """Train each of ``methods`` (``{name: Method}``) with every seed of ``budget`` and evaluate on ``sets.test``.
-
-    Returns ``(table, runs)``: a results table (``baselines`` first, e.g. ``{"raw pixels": nn.Flatten()}``; then
-    each method's mean with ``f"{metric}_std"`` over seeds) and ``{name: [one dict per seed]}``."""
-    runs = {name: train_seeds(config, budget, sets, name, method) for name, method in methods.items()}
-    table = results_table(baselines or {}, sets.test, config.device)
-    for name, seed_runs in runs.items():
-        table[name] = mean_std([{name: run["table"]} for run in seed_runs])[name]
-    return table, runs
-
-
-def embedder_of(budget: Budget, run: dict) -> models.EmbeddingNet:
-    """The embedding network of one run of ``compare`` (its selected epoch's weights)."""
-    net = new_embedder(budget)
-    net.load_state_dict(run["state"])
-    return net
-
-
-def margin(table: dict, a: str, b: str, split: str, metric: str = "map_r") -> float:
-    """How far a difference must go to count: the noise between machines, or the two methods' seed spreads
-    added, whichever is larger."""
-    spread = table[a][split].get(f"{metric}_std", 0.0) + table[b][split].get(f"{metric}_std", 0.0)
-    return max(NOISE, spread)
-
-
-def _difference(table: dict, a: str, b: str, split: str, metric: str) -> tuple:
-    """``a`` minus ``b`` and the margin it must pass, noted for the next claim (``claims.note``)."""
-    diff, needed = table[a][split][metric] - table[b][split][metric], margin(table, a, b, split, metric)
-    claims.note(f"{a} − {b}, {split} {metric}: {diff:+.3f} (margin {needed:.3f})")
-    return diff, needed
-
-
-def wins(table: dict, a: str, b: str, split: str, metric: str = "map_r") -> bool:
-    """True when ``a`` beats ``b`` on ``split`` by more than ``margin``: a win that survives noise and seeds."""
-    diff, needed = _difference(table, a, b, split, metric)
-    return diff > needed
-
-
-def ties(table: dict, a: str, b: str, split: str, metric: str = "map_r") -> bool:
-    """True when neither ``a`` nor ``b`` wins: their difference is within ``margin``."""
-    diff, needed = _difference(table, a, b, split, metric)
-    return abs(diff) <= needed
-
-
-def clearly_ahead(a: float, b: float, noise: float = NOISE) -> bool:
-    """True when ``a`` beats ``b`` by more than the noise between runs: only then is it a win."""
-    claims.note(f"{a:.3f} − {b:.3f} = {a - b:+.3f} (margin {noise:.3f})")
-    return a - b > noise
-
-
-def tie(a: float, b: float, noise: float = NOISE) -> bool:
-    """True when ``a`` and ``b`` differ by no more than the noise between runs."""
-    claims.note(f"{a:.3f} − {b:.3f} = {a - b:+.3f} (margin {noise:.3f})")
-    return abs(a - b) <= noise
 
 
 claim = claims.check  # lesson.claim(config, holds, text): a sentence of the lesson checked on its run's numbers

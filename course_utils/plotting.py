@@ -10,7 +10,9 @@ from .data import denormalize
 from .evaluation import DISPLAY_NAMES
 
 
-def _axes(ax, figsize):
+def figure_and_axes(ax, figsize):
+    """``(figure, ax)``: a new figure of ``figsize`` with one axes if ``ax`` is None, else ``ax`` and its figure (so a
+    plot function can draw alone or into a panel of a larger figure)."""
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
         return fig, ax
@@ -59,7 +61,7 @@ def display_name(key: str) -> str:
 
 def scatter_2d(points, labels, class_names, ax=None, title=None, legend: bool = True, axis_name: str = "UMAP"):
     """Scatter 2-D points (N, 2) coloured by class, with a legend of class names; axes "<axis_name> 1/2"."""
-    fig, ax = _axes(ax, (6, 5))
+    fig, ax = figure_and_axes(ax, (6, 5))
     points, labels = np.asarray(points), np.asarray(labels)
     for c in np.unique(labels):
         mask = labels == c
@@ -78,8 +80,12 @@ def umap_scatter(embeddings, labels, class_names, distance: str = "euclidean", s
 
 
 def _draw_image(ax, image, title=None, color=None):
-    """Draw one normalised image (1, H, W) into ``ax``, optionally titled and framed in ``color``."""
-    ax.imshow(denormalize(image).squeeze(0).cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
+    """Draw one image into ``ax``, optionally titled and framed in ``color``: a normalised grey tensor (1, H, W) as
+    the lessons' Fashion-MNIST images are, or anything ``imshow`` draws (a colour photo opened by lesson 10)."""
+    if torch.is_tensor(image):
+        ax.imshow(denormalize(image).squeeze(0).cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
+    else:
+        ax.imshow(image)
     ax.set(xticks=[], yticks=[])
     if title:
         ax.set_title(title, fontsize=7, color=color or "black")
@@ -100,19 +106,25 @@ def show_images(images, labels, class_names, ncols: int = 10, title=None):
     return fig
 
 
-def retrieval_grid(query_images, query_labels, ref_images, ref_labels, indices, class_names, title=None):
-    """One row per query: the query, then its retrieved references (N, k indices) framed green if the
-    class matches, red if not."""
-    n, k = indices.shape
-    fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), 1.4 * n), squeeze=False)
+def retrieval_grid(query_images, query_labels, ref_images, ref_labels, indices, class_names, title=None,
+                   distances=None, load=None):
+    """One row per query: the query, then its retrieved references (N, k indices), titled with their class (and
+    distance, if ``distances`` (N, k) are given) and framed green if the class matches, red if not. Images are
+    normalised tensors (1, H, W), or anything ``load`` turns into a picture (lesson 10: image files and
+    ``own_images.folder.open_rgb``). ``query_labels=None``: queries of unknown class, no frames."""
+    load = load or (lambda image: image)
+    known, (n, k) = query_labels is not None, indices.shape
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.2 * (k + 1), (1.4 if distances is None else 1.7) * n), squeeze=False)
     for row in range(n):
-        _draw_image(axes[row, 0], query_images[row], f"query:\n{class_names[int(query_labels[row])]}", "black")
+        _draw_image(axes[row, 0], load(query_images[row]),
+                    f"query:\n{class_names[int(query_labels[row])]}" if known else "query", "black")
         for col in range(k):
             j = int(indices[row, col])
-            hit = int(ref_labels[j]) == int(query_labels[row])
-            _draw_image(axes[row, col + 1], ref_images[j], f"#{col + 1} {class_names[int(ref_labels[j])]}",
-                  "tab:green" if hit else "tab:red")
-    fig.suptitle(title or "Nearest neighbours (green: same class, red: other class)")
+            hit = known and int(ref_labels[j]) == int(query_labels[row])
+            distance = f"\nd={float(distances[row, col]):.2g}" if distances is not None else ""
+            _draw_image(axes[row, col + 1], load(ref_images[j]), f"#{col + 1} {class_names[int(ref_labels[j])]}{distance}",
+                        ("tab:green" if hit else "tab:red") if known else None)
+    fig.suptitle(title or "Nearest neighbours" + (" (green: same class, red: other class)" if known else ""))
     fig.tight_layout()
     return fig
 
@@ -134,7 +146,7 @@ def metric_bars(table: dict, metric: str = "map_r", ax=None, title=None, ylabel=
     """Grouped bars of one metric from ``{method: {split: metrics}}``: one group per method, one bar per split.
 
     Where the metrics hold ``f"{metric}_std"`` (a mean over seeds), the bars get error bars of one std."""
-    fig, ax = _axes(ax, (7, 3.5))
+    fig, ax = figure_and_axes(ax, (7, 3.5))
     methods = list(table)
     splits = list(table[methods[0]])
     width = 0.8 / len(splits)
@@ -150,33 +162,9 @@ def metric_bars(table: dict, metric: str = "map_r", ax=None, title=None, ylabel=
     return fig
 
 
-def triplet_regions(anchor, positive, negatives, margin: float, ax=None, title=None):
-    """A 2-D anchor, its positive and negatives (N, 2), coloured by triplet kind, with the two circles that
-    separate hard, semihard and easy negatives."""
-    from .triplets import TRIPLET_TYPES, triplet_type
-
-    fig, ax = _axes(ax, (8, 5.5))
-    anchor, positive, negatives = map(torch.as_tensor, (anchor, positive, negatives))
-    d_ap = (positive - anchor).norm()
-    kinds = triplet_type(d_ap, (negatives - anchor).norm(dim=1), margin)
-    for radius, style in ((d_ap, "-"), (d_ap + margin, "--")):
-        ax.add_patch(plt.Circle(anchor.tolist(), float(radius), fill=False, linestyle=style, color="grey"))
-    colors = ("tab:blue", "tab:orange", "tab:red")
-    for k, (name, color) in enumerate(zip(TRIPLET_TYPES, colors)):
-        pts = negatives[kinds == k]
-        ax.scatter(pts[:, 0], pts[:, 1], color=color, label=f"{name} negatives ({len(pts)})", s=25)
-    ax.scatter(*anchor.tolist(), marker="*", s=250, color="black", label="anchor", zorder=3)
-    ax.scatter(*positive.tolist(), marker="P", s=150, color="tab:green", label="positive", zorder=3)
-    ax.set(aspect="equal", xlabel="embedding dim 1", ylabel="embedding dim 2",
-           title=title or f"Triplet kinds for one anchor (margin {margin})")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
-    return fig
-
-
 def compare_histories(histories: dict, key: str, ax=None, title=None):
     """One line per run: ``key`` of each ``training.fit`` history ({name: history}) against the epoch."""
-    fig, ax = _axes(ax, (6, 3.5))
+    fig, ax = figure_and_axes(ax, (6, 3.5))
     for name, history in histories.items():
         ax.plot([row["epoch"] for row in history], [row[key] for row in history], marker="o", label=name)
     ax.set(xlabel="epoch", ylabel=display_name(key), title=title or display_name(key))

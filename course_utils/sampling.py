@@ -1,7 +1,6 @@
 """How batches are drawn: positive pairs per batch, PML's ``MPerClassSampler`` with clear errors and a seed,
 long-tailed data, and a class-balanced sampler with a temperature (lesson 06)."""
 import itertools
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,7 +12,6 @@ from pytorch_metric_learning.utils.inference import FaissKNN
 from torch.utils.data import Sampler, TensorDataset
 
 from . import data, evaluation
-from .exercises import _call
 
 # ---------------------------------------------------------------- positive pairs in a batch
 
@@ -51,7 +49,8 @@ def batch_labels(loader, num_epochs: int = 1) -> list:
 # ---------------------------------------------------------------- MPerClassSampler, with errors that name the fix
 
 
-def check_m_per_class(labels, m: int, batch_size: int, length_before_new_iter: int, shuffle: bool = False) -> None:
+def validate_m_per_class(labels, m: int, batch_size: int, length_before_new_iter: int,
+                         shuffle: bool = False) -> None:
     """Raise a ValueError naming the fix for each of PML's constraints on ``MPerClassSampler`` that is violated."""
     num_classes = len(torch.as_tensor(labels).unique())
     if shuffle:
@@ -94,15 +93,15 @@ class SeededSampler(Sampler):
 
 
 def m_per_class_sampler(labels, m: int, batch_size: int, length_before_new_iter: int, seed: int) -> SeededSampler:
-    """``samplers.MPerClassSampler`` after ``check_m_per_class``, drawing from a generator seeded with ``seed``."""
-    check_m_per_class(labels, m, batch_size, length_before_new_iter)
+    """``samplers.MPerClassSampler`` after ``validate_m_per_class``, drawing from a generator seeded with ``seed``."""
+    validate_m_per_class(labels, m, batch_size, length_before_new_iter)
     return SeededSampler(samplers.MPerClassSampler(labels, m, batch_size, length_before_new_iter), seed)
 
 
 def m_per_class_loader(dataset: TensorDataset, m: int, batch_size: int, length_before_new_iter: int, seed: int,
                        shuffle: bool = False):
     """A DataLoader of m-per-class batches of ``dataset``: ``length_before_new_iter // batch_size`` per epoch."""
-    check_m_per_class(dataset.tensors[1], m, batch_size, length_before_new_iter, shuffle)
+    validate_m_per_class(dataset.tensors[1], m, batch_size, length_before_new_iter, shuffle)
     sampler = m_per_class_sampler(dataset.tensors[1], m, batch_size, length_before_new_iter, seed)
     return data.make_loader(dataset, batch_size, seed=seed, sampler=sampler)
 
@@ -165,7 +164,7 @@ class ClassBalancedSampler(Sampler):
     draw every epoch, the same sequence for the same ``seed``."""
 
     def __init__(self, labels, m: int, batch_size: int, length_before_new_iter: int, t: float, seed: int = 0):
-        check_m_per_class(labels, m, batch_size, length_before_new_iter)
+        validate_m_per_class(labels, m, batch_size, length_before_new_iter)
         self.labels, self.m, self.batch_size, self.t, self.seed = torch.as_tensor(labels), m, batch_size, t, seed
         self.num_batches, self.epoch = length_before_new_iter // batch_size, 0
 
@@ -190,122 +189,6 @@ def inclusion_probabilities(counts, k: int, t: float) -> torch.Tensor:
             p, left = p * float(weights[c]) / left, left - float(weights[c])
         probs[list(order)] += p
     return probs
-
-
-# ---------------------------------------------------------------- the exercises' checks
-
-
-def _batch_problem(labels_of_batch, batch, m, counts):
-    """What is wrong with one batch's structure (a message), or None."""
-    classes, per_class = labels_of_batch.unique(return_counts=True)
-    for c, n in zip(classes.tolist(), per_class.tolist()):
-        if n > m and n % m == 0:
-            return (f"class {c} appears {n // m} times in one batch ({n} images): a class was drawn twice. Draw the "
-                    f"batch's classes without replacement (torch.multinomial(..., replacement=False)).")
-        if n != m:
-            return (f"class {c} has {n} images in one batch; every class drawn must bring exactly m={m} images "
-                    f"(if it has fewer than m, draw them with replacement).")
-        images = batch[labels_of_batch == c]
-        if counts[c] >= m and len(images.unique()) < m:
-            return (f"an image of class {c} appears twice in one batch although the class has {counts[c]} >= m "
-                    f"images: draw a class's m images without replacement (torch.randperm) when it has enough.")
-    return None
-
-
-def _check_structure(result, labels, m, batch_size, num_batches):
-    assert torch.is_tensor(result) and not result.is_floating_point(), \
-        f"balanced_batches should return an integer tensor of indices into labels, got {type(result).__name__}" + \
-        (f" of {result.dtype}" if torch.is_tensor(result) else "")
-    assert tuple(result.shape) == (num_batches, batch_size), \
-        f"balanced_batches should return shape (num_batches, batch_size) = {(num_batches, batch_size)}, " \
-        f"got {tuple(result.shape)}"
-    assert result.min() >= 0 and result.max() < len(labels), "the values must be indices into labels (0 to N - 1)"
-    counts = torch.bincount(labels)
-    for batch in result:
-        problem = _batch_problem(labels[batch], batch, m, counts)
-        assert problem is None, problem
-    k = batch_size // m
-    assert all(len(labels[b].unique()) == k for b in result), f"every batch must hold batch_size // m = {k} classes"
-
-
-def _toy_labels():
-    """Six classes of 90, 45, 20, 9, 5 and 3 samples (the last has fewer than m=4), shuffled; labels 0 to 5."""
-    gen = torch.Generator().manual_seed(6)
-    labels = torch.repeat_interleave(torch.arange(6), torch.tensor([90, 45, 20, 9, 5, 3]))
-    return labels[torch.randperm(len(labels), generator=gen)]
-
-
-def check_balanced_batches(balanced_batches) -> None:
-    """Lesson 06: ``balanced_batches(labels, m, batch_size, num_batches, t, seed)`` draws batches of
-    ``batch_size // m`` classes × m images, classes with probability ∝ count ** t, reproducibly per seed."""
-    labels, m, batch_size, num_batches = _toy_labels(), 4, 12, 3000
-    counts, k = torch.bincount(labels), batch_size // m
-    for t in (0.0, 0.5, 1.0):
-        result = _with_global_seed(123 + int(10 * t), balanced_batches, labels, m, batch_size, num_batches, t,
-                                   seed=int(10 * t))
-        _check_structure(result, labels, m, batch_size, num_batches)
-        drawn = torch.stack([torch.isin(torch.arange(len(counts)), labels[b]) for b in result]).double().mean(0)
-        target = inclusion_probabilities(counts, k, t)
-        tolerance = 4.5 * (target * (1 - target) / num_batches).sqrt() + 0.01
-        if ((drawn - target).abs() > tolerance).any():
-            message = (f"with t={t}, the fraction of batches holding each class is {[round(v, 3) for v in drawn.tolist()]} "
-                       f"(class sizes {counts.tolist()}); expected {[round(v, 3) for v in target.tolist()]}.")
-            for wrong_t, mistake in ((1.0, "the class probability is ∝ count, not count ** t"),
-                                     (0.0, "the classes are drawn uniformly: t is ignored")):
-                wrong = inclusion_probabilities(counts, k, wrong_t)
-                if wrong_t != t and ((drawn - wrong).abs() <= tolerance).all():
-                    raise AssertionError(message + f" That is what you get if {mistake}.")
-            raise AssertionError(message + " Draw the classes with probability ∝ count ** t "
-                                           "(weights = counts ** t; torch.multinomial(weights, k, replacement=False)).")
-    _check_seed(balanced_batches, labels, m, batch_size)
-    print("✓ balanced_batches draws m images of batch_size // m different classes, classes ∝ count ** t, "
-          "reproducibly per seed.")
-
-
-def _with_global_seed(global_seed, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with PyTorch's and NumPy's global generators seeded with ``global_seed``, then put back:
-    an answer that ignores its ``seed`` argument gives different results for different global seeds."""
-    saved = np.random.get_state()
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(global_seed)
-            np.random.seed(global_seed)
-            return _call(fn, *args, **kwargs)
-    finally:
-        np.random.set_state(saved)
-
-
-def _check_seed(balanced_batches, labels, m, batch_size):
-    runs = [_with_global_seed(global_seed, balanced_batches, labels, m, batch_size, 20, 0.5, seed=seed)
-            for seed, global_seed in ((5, 1), (5, 2), (6, 1))]
-    assert torch.equal(runs[0], runs[1]), (
-        "two calls with the same seed gave different batches: the seed is ignored. Draw everything from "
-        "gen = torch.Generator().manual_seed(seed), passing generator=gen to torch.multinomial and torch.randperm.")
-    assert not torch.equal(runs[0], runs[2]), \
-        "seeds 5 and 6 gave the same batches: the generator must be seeded with the seed argument."
-
-
-def check_positive_pairs(predict_positive_pairs) -> None:
-    """Lesson 06: ``predict_positive_pairs(m, batch_size)`` is the number of positive pairs of an m-per-class batch."""
-    for m, batch_size in ((8, 64), (4, 64), (2, 64), (8, 32), (16, 32), (32, 32)):  # m=8 first: no two mistakes agree
-        result = _call(predict_positive_pairs, m, batch_size)
-        if torch.is_tensor(result) and result.numel() == 1:
-            result = result.item()
-        assert isinstance(result, (int, float)) and not isinstance(result, bool), \
-            f"predict_positive_pairs should return one number, got {type(result).__name__}."
-        expected, k = m_per_class_positive_pairs(batch_size, m), batch_size // m
-        if math.isclose(result, expected):
-            continue
-        mistakes = {2 * expected: "ordered pairs (i, j) and (j, i) are counted twice: a pair is unordered",
-                    k * m * (m + 1) / 2: "each image is counted as a pair with itself",
-                    k * m * m / 2: "each image is counted as a pair with itself",
-                    m * (m - 1) / 2: f"only one class is counted: the batch holds {k} classes",
-                    batch_size * (batch_size - 1) / 2: "every pair of the batch is counted, negatives too"}
-        hint = next((v for key, v in mistakes.items() if math.isclose(result, key)),
-                    "each of the batch_size // m classes brings C(m, 2) = m (m - 1) / 2 pairs")
-        raise AssertionError(f"m={m}, batch_size={batch_size}: expected {expected} positive pairs, got {result}: "
-                             f"{hint}.")
-    print("✓ predict_positive_pairs counts the positive pairs of an m-per-class batch.")
 
 
 # ---------------------------------------------------------------- evaluation: overall and on the rare classes
@@ -346,16 +229,6 @@ def long_tail_results(embedders: dict, test_sets: dict, rare, device) -> dict:
                                   "mean_cos": mean_cosine(unseen_embeddings)},
                        "per class": {data.CLASS_NAMES[c]: v["map_r"] for c, v in per_class.items()}}
     return table
-
-
-def mean_std_table(table: dict, splits=("seen", "rare", "unseen"), metrics=evaluation.METRICS) -> str:
-    """A ``lesson.over_seeds`` table as text: one row per method, "mean ± std" per split and metric."""
-    columns = [(s, m) for s in splits for m in metrics]
-    width = max(len(name) for name in table) + 2
-    header = " " * width + "  ".join(f"{s + ' ' + evaluation.DISPLAY_NAMES[m]:>15}" for s, m in columns)
-    rows = [f"{name:<{width}}" + "  ".join(
-        f"{table[name][s][m]:>7.3f} ± {table[name][s].get(m + '_std', 0.0):.3f}" for s, m in columns) for name in table]
-    return "\n".join([header] + rows)
 
 
 def splits_of(table: dict, splits=("seen", "rare", "unseen")) -> dict:

@@ -1,7 +1,10 @@
 """Pairs and triplets of a batch: which ones still have loss (lesson 02), and the kinds of triplets (anchor,
-positive, negative): easy, semihard, hard (lesson 03)."""
+positive, negative): easy, semihard, hard, and their picture (lesson 03)."""
+import matplotlib.pyplot as plt
 import torch
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+from . import plotting
 
 TRIPLET_TYPES = ("easy", "semihard", "hard")  # PML's spelling, as TripletMarginMiner's type_of_triplets
 
@@ -35,3 +38,25 @@ def active_pairs(embeddings, labels, pos_margin: float = 0.0, neg_margin: float 
     dist = (distance or LpDistance())(embeddings)
     return {"positive": (dist[a1, p] > pos_margin).float().mean().item(),
             "negative": (dist[a2, n] < neg_margin).float().mean().item()}
+
+
+def triplet_regions(anchor, positive, negatives, margin: float, ax=None, title=None):
+    """A 2-D anchor, its positive and negatives (N, 2), coloured by triplet kind, with the two circles that
+    separate hard, semihard and easy negatives."""
+    fig, ax = plotting.figure_and_axes(ax, (8, 5.5))
+    anchor, positive, negatives = map(torch.as_tensor, (anchor, positive, negatives))
+    d_ap = (positive - anchor).norm()
+    kinds = triplet_type(d_ap, (negatives - anchor).norm(dim=1), margin)
+    for radius, style in ((d_ap, "-"), (d_ap + margin, "--")):
+        ax.add_patch(plt.Circle(anchor.tolist(), float(radius), fill=False, linestyle=style, color="grey"))
+    colors = ("tab:blue", "tab:orange", "tab:red")
+    for k, (name, color) in enumerate(zip(TRIPLET_TYPES, colors)):
+        pts = negatives[kinds == k]
+        ax.scatter(pts[:, 0], pts[:, 1], color=color, label=f"{name} negatives ({len(pts)})", s=25)
+    ax.scatter(*anchor.tolist(), marker="*", s=250, color="black", label="anchor", zorder=3)
+    ax.scatter(*positive.tolist(), marker="P", s=150, color="tab:green", label="positive", zorder=3)
+    ax.set(aspect="equal", xlabel="embedding dim 1", ylabel="embedding dim 2",
+           title=title or f"Triplet kinds for one anchor (margin {margin})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.tight_layout()
+    return fig

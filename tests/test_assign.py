@@ -106,17 +106,6 @@ def test_notebooks_by_bare_name_and_a_clear_error(tmp_path, monkeypatch):
         assign.main([str(tmp_path / "out"), "99_missing.ipynb"])
 
 
-def test_the_old_module_name_still_works(tmp_path):
-    """``course_utils.assign`` is kept for one release as an alias of ``course_utils.instructor.assign``."""
-    from course_utils import assign as old
-
-    assert old is assign
-    run = subprocess.run([sys.executable, "-m", "course_utils.assign", str(tmp_path), "01_embeddings.ipynb"],
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["01_embeddings.ipynb"]
-
-
 def test_nbgrader_makes_the_same_student_copies(tmp_path):
     """nbgrader itself (the dev extra installs it) as the oracle: ``nbgrader generate_assignment`` on every lesson
     with exercises gives the cell sources and grading metadata of our student copies, with no solution."""

@@ -31,11 +31,11 @@ def test_a_claim_that_holds_prints_a_tick(capsys):
 def test_strict_runs_stop_at_a_missed_claim_with_what_was_compared(monkeypatch):
     monkeypatch.setenv(claims.STRICT_ENV, "1")
     with pytest.raises(AssertionError, match=r"(?s)x beats y.*a − b, unseen map_r: \+0\.050 \(margin 0\.040\)"):
-        lesson.claim(FULL, lesson.ties(TABLE, "a", "b", "unseen"), "x beats y")
+        lesson.claim(FULL, claims.ties(TABLE, "a", "b", "unseen"), "x beats y")
 
 
 def test_a_student_run_warns_and_goes_on(capsys):
-    lesson.claim(FULL, lesson.ties(TABLE, "a", "b", "unseen"), "a ties b")
+    lesson.claim(FULL, claims.ties(TABLE, "a", "b", "unseen"), "a ties b")
     err = capsys.readouterr().err
     assert "NOT CONFIRMED ON THIS MACHINE" in err and "a ties b" in err
     assert "+0.050 (margin 0.040)" in err and "goes on" in err
@@ -52,7 +52,7 @@ def test_strict_is_read_from_the_environment(value, strict):
 
 
 def test_evidence_belongs_to_the_next_claim_only(capsys):
-    assert lesson.clearly_ahead(0.50, 0.40) and lesson.tie(0.41, 0.40)
+    assert claims.wins(0.50, 0.40) and claims.ties(0.41, 0.40)
     lesson.claim(FULL, True, "first")
     lesson.claim(FULL, False, "second")
     assert claims.log()[0].evidence == ["0.500 − 0.400 = +0.100 (margin 0.030)", "0.410 − 0.400 = +0.010 (margin 0.030)"]
@@ -69,10 +69,10 @@ def test_device_timing_claims_are_checked_only_on_their_device(capsys):
 
 
 def test_wins_and_ties_follow_the_margin():
-    assert lesson.margin(TABLE, "a", "b", "unseen") == pytest.approx(0.04)
-    assert lesson.wins(TABLE, "a", "b", "unseen") and not lesson.ties(TABLE, "a", "b", "unseen")
+    assert claims.threshold(TABLE, "a", "b", "unseen") == pytest.approx(0.04)
+    assert claims.wins(TABLE, "a", "b", "unseen") and not claims.ties(TABLE, "a", "b", "unseen")
     close = {**TABLE, "a": {"unseen": {"map_r": 0.43, "map_r_std": 0.01}}}
-    assert lesson.ties(close, "a", "b", "unseen") and not lesson.wins(close, "b", "a", "unseen")
+    assert claims.ties(close, "a", "b", "unseen") and not claims.wins(close, "b", "a", "unseen")
 
 
 def test_report_when_nothing_was_checked(capsys):
@@ -93,8 +93,8 @@ def test_a_lesson_whose_claim_misses_finishes_with_a_warning_outside_strict_runs
     nb = nbformat.read(path, as_version=4)
     [cell] = [c for c in nb.cells if c.cell_type == "code" and "lesson.claim(" in c.source]
     cell.source = cell.source.replace("lesson.claim(config, bool((counts == counts[0]).all())",
-                                      "lesson.claim(config, lesson.tie(0.50, 0.40)")
-    assert "lesson.tie(0.50, 0.40)" in cell.source
+                                      "lesson.claim(config, claims.ties(0.50, 0.40)")
+    assert "claims.ties(0.50, 0.40)" in cell.source
     monkeypatch.setenv("COURSE_QUICK", "0")
     monkeypatch.delenv(claims.STRICT_ENV, raising=False)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
@@ -105,3 +105,20 @@ def test_a_lesson_whose_claim_misses_finishes_with_a_warning_outside_strict_runs
     [tally] = [c for c in nb.cells if c.cell_type == "code" and "claims_report" in c.source]
     report = "".join(o.get("text", "") for o in tally.outputs)
     assert "0 of 1 checked claims held" in report and "not confirmed: every class has the same number" in report
+
+
+def test_wins_and_ties_on_numbers_use_the_noise_or_a_given_threshold():
+    assert claims.wins(0.50, 0.40) and not claims.wins(0.42, 0.40) and not claims.wins(0.40, 0.50)
+    assert claims.ties(0.42, 0.40) and not claims.ties(0.5, 0.4)
+    assert not claims.wins(0.50, 0.40, 0.2) and claims.ties(0.50, 0.40, 0.2)
+
+
+def test_wins_and_ties_on_a_table_use_the_larger_of_noise_and_seed_spread():
+    table = {"a": {"s": {"map_r": 0.48, "map_r_std": 0.04}}, "b": {"s": {"map_r": 0.42, "map_r_std": 0.03}},
+             "c": {"s": {"map_r": 0.40}}}
+    assert not claims.wins(table, "a", "b", "s") and claims.ties(table, "a", "b", "s")  # 0.06 < 0.04 + 0.03
+    assert claims.threshold(table, "a", "b", "s") == pytest.approx(0.07)
+    assert claims.wins(table, "a", "c", "s") and not claims.wins(table, "c", "a", "s")
+    assert claims.threshold(table, "b", "c", "s") == claims.NOISE and claims.ties(table, "b", "c", "s")
+    table["c"]["s"]["p1"], table["b"]["s"]["p1"] = 0.9, 0.5
+    assert claims.wins(table, "c", "b", "s", "p1")  # another metric

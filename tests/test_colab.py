@@ -48,12 +48,3 @@ def test_setup_cell_installs_only_the_base():
     """No extras on Colab: its own torch, Jupyter and ipywidgets stay (tests/test_packaging.py checks the base)."""
     source = colab.setup_cell(NEW)
     assert '"pip", "install", "-q", "-e", "/content/course"]' in source and "[lab" not in source and "dev]" not in source
-
-
-def test_the_old_module_name_still_works():
-    """``python -m course_utils.colab`` is kept for one release as an alias of the instructor's tool."""
-    from course_utils import colab as old
-
-    assert old is colab
-    run = subprocess.run([sys.executable, "-m", "course_utils.colab", "--help"], capture_output=True, text=True)
-    assert run.returncode == 0 and "rewrite the badges and Colab cells" in run.stdout

@@ -131,6 +131,19 @@ def test_metrics_table_shows_the_seed_spread():
     assert row == ["a", "0.500±0.010", "0.400±0.020", "0.300±0.030"]
 
 
+def test_metrics_table_shows_a_dash_where_a_row_lacks_a_metric_and_only_the_splits_asked():
+    run = lambda v: {"x": {"seen": {"p1": v, "map_r": v, "accuracy": v}, "unseen": {"p1": v, "map_r": v}},  # noqa: E731
+                     "y": {"seen": {"p1": v, "map_r": v}, "unseen": {"p1": v, "map_r": v}}}
+    from course_utils import lesson
+    text = evaluation.metrics_table(lesson.mean_std([run(0.4), run(0.6)]), metrics=("accuracy", "p1", "map_r"))
+    header, x, y = text.splitlines()
+    assert "0.500±0.141" in x and y.split()[1] == "–"
+    assert "seen accuracy" in header and "unseen accuracy" not in header and "R-Prec" not in header
+    rare = {"random": {"seen": {"map_r": 0.5}, "rare": {"map_r": 0.25, "map_r_std": 0.02}, "per class": {"Coat": 0.1}}}
+    text = evaluation.metrics_table(rare, splits=("rare",))
+    assert text.splitlines()[0].split() == ["rare", "MAP@R"] and "0.250±0.020" in text
+
+
 # ---------------------------------------------------------------- chunked leave-one-out retrieval (issue 8)
 
 def pml_metrics(embeddings, labels, distance, use_faiss):

@@ -146,16 +146,6 @@ def test_lost_metadata_is_graded_with_the_hidden_tests_and_flagged(course, tmp_p
     assert "passed  [nbgrader metadata lost: graded the cell that defines mul]" in stdout
 
 
-def test_the_old_module_name_still_works(course, tmp_path):
-    """``python -m course_utils.grade`` is kept for one release as an alias of the instructor's grader."""
-    from course_utils import grade as old
-
-    assert old is grade
-    out = grader(course / "hw.ipynb", "--source", course, "--json", tmp_path / "r.json", module="course_utils.grade")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads((tmp_path / "r.json").read_text())["notebooks"][0]["points"] == 5
-
-
 def test_dead_kernel_and_unreadable_notebook(course, tmp_path):
     nb = assignment(mul="    return a * b\nimport os\nos._exit(1)")
     report, _ = run_grader(course, submit(tmp_path, nb), tmp_path)

@@ -151,29 +151,57 @@ def test_describe_is_the_same_before_and_after_a_loss_or_miner_is_used():
     assert lesson.describe(miners.MultiSimilarityMiner(epsilon=0.2)) != before[1]
 
 
-def test_cache_fingerprint_follows_the_training_code_only(monkeypatch):
-    before = lesson._code_fingerprint()
-    monkeypatch.setattr(lesson, "print_differences", lambda *a: None)  # a printing helper: same key
-    assert lesson._code_fingerprint() == before
-    monkeypatch.setattr(lesson, "train_embedder", lambda *a: None)  # the training code: a new key
-    assert lesson._code_fingerprint() != before
+def fingerprint_in(package_parent, compute_module=None) -> str:
+    """``lesson.code_fingerprint`` computed in a fresh interpreter on the package copy under ``package_parent``
+    (and of ``compute_module.compute`` if given: a module standing for a notebook)."""
+    import subprocess
+    import sys
+    code = ("import sys; from course_utils import lesson; "
+            + (f"import {compute_module}; print(lesson.code_fingerprint({compute_module}.compute))" if compute_module
+               else "print(lesson.code_fingerprint())"))
+    done = subprocess.run([sys.executable, "-c", code], cwd=package_parent, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(package_parent), "PATH": "/usr/bin:/bin"}, check=True)
+    return done.stdout.strip()
 
 
-def test_cache_fingerprint_covers_every_kit_name_the_training_code_uses():
-    import ast
-    import inspect
-    import types
-    kit = {name for name, obj in vars(lesson).items() if not isinstance(obj, types.ModuleType)
-           and getattr(obj, "__module__", lesson.__name__) == lesson.__name__}
-    for name in lesson.KIT_TRAINING:
-        obj = getattr(lesson, name)
-        if not callable(obj):
-            continue
-        tree = ast.parse(inspect.getsource(obj))
-        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-        arguments = {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments) for a in n.args + n.kwonlyargs}
-        missing = (used & kit) - arguments - set(lesson.KIT_TRAINING) - {"_code_fingerprint"}  # cached: the key itself
-        assert not missing, f"{name} uses {missing}: add them to lesson.KIT_TRAINING"
+def test_cache_key_changes_when_code_a_cached_run_calls_changes(tmp_path):
+    """Edit, in a copy of the package, a function lesson 07's cached runs call (``joint.compare_recipes``) and one
+    in a topic module (``sampling``): each gives a new fingerprint; editing ``plotting`` (no cached run draws) does
+    not."""
+    import shutil
+    from pathlib import Path
+    source = Path(lesson.__file__).parent
+    shutil.copytree(source, tmp_path / "course_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    before = fingerprint_in(tmp_path)
+    assert before == lesson.code_fingerprint()  # the copy is the package
+    seen = {before}
+    for module, old, new in (("joint.py", "    torch.manual_seed(seed)\n", "    torch.manual_seed(seed + 1)\n"),
+                             ("sampling.py", '"""', '"""Edited. ')):
+        path = tmp_path / "course_utils" / module
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
+        seen.add(fingerprint_in(tmp_path))
+    assert len(seen) == 3
+    plotting = tmp_path / "course_utils" / "plotting.py"
+    plotting.write_text(plotting.read_text() + "\n# a new comment\n")
+    assert fingerprint_in(tmp_path) in seen
+
+
+def test_cache_key_follows_a_notebook_function_that_compute_calls(tmp_path):
+    """``compute`` is a lambda calling a function of its own module (as lesson 06's cells call the notebook's
+    ``train_and_test_samplers``): editing that function's body changes the key, other code of the module does not."""
+    import shutil
+    from pathlib import Path
+    shutil.copytree(Path(lesson.__file__).parent, tmp_path / "course_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    notebook = tmp_path / "notebook_cell.py"
+
+    def key_with(body, other="x = 1"):
+        notebook.write_text(f"{other}\n\ndef helper(seed):\n    return {body}\n\n\ncompute = lambda: helper(0)\n")
+        return fingerprint_in(tmp_path, "notebook_cell")
+
+    first = key_with("seed + 1")
+    assert key_with("seed + 1", other="x = 2") == first
+    assert key_with("seed + 2") != first
 
 
 def test_results_table_is_evaluation_per_model():
@@ -181,11 +209,6 @@ def test_results_table_is_evaluation_per_model():
     table = lesson.results_table({"raw": nn.Flatten()}, sets, torch.device("cpu"))
     assert table == {"raw": evaluation.evaluate_splits(nn.Flatten(), sets, torch.device("cpu"), "cosine")}
     assert set(lesson.differences({"a": table["raw"], "b": table["raw"]}, "a", "b", "seen").values()) == {0.0}
-
-
-def test_noise_rule():
-    assert lesson.clearly_ahead(0.50, 0.40) and not lesson.clearly_ahead(0.42, 0.40)
-    assert lesson.tie(0.42, 0.40) and not lesson.tie(0.5, 0.4)
 
 
 def test_umap_grid_one_panel_per_model_and_set():
@@ -220,15 +243,20 @@ def test_compare_trains_every_seed_and_reports_mean_and_spread():
     assert table["contrastive"]["seen"]["map_r"] == pytest.approx(statistics.fmean(values))
     assert table["contrastive"]["seen"]["map_r_std"] == pytest.approx(statistics.stdev(values))
     assert sum(row["selected"] for row in runs["contrastive"][0]["history"]) == 1  # epoch chosen on validation data
-    net = lesson.embedder_of(budget, runs["contrastive"][1])
+    net = lesson.network_of(budget, runs["contrastive"][1])
     again = evaluation.evaluate_splits(net, {"seen": toy_set(40)}, torch.device("cpu"), "cosine")
     assert again["seen"]["map_r"] == pytest.approx(values[1])  # evaluated with cosine, like the baselines
 
 
-def test_wins_and_ties_use_the_larger_of_noise_and_seed_spread():
-    table = {"a": {"s": {"map_r": 0.48, "map_r_std": 0.04}}, "b": {"s": {"map_r": 0.42, "map_r_std": 0.03}},
-             "c": {"s": {"map_r": 0.40}}}
-    assert not lesson.wins(table, "a", "b", "s") and lesson.ties(table, "a", "b", "s")  # 0.06 < 0.04 + 0.03
-    assert lesson.margin(table, "a", "b", "s") == pytest.approx(0.07)
-    assert lesson.wins(table, "a", "c", "s") and not lesson.wins(table, "c", "a", "s")
-    assert lesson.margin(table, "b", "c", "s") == lesson.NOISE and lesson.ties(table, "b", "c", "s")
+def test_class_split_data_uses_the_given_classes(monkeypatch):
+    images = lambda seed: torch.randn(40, 1, 28, 28, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    fake = {split: TensorDataset(images(seed), torch.arange(40) % 10) for seed, split in enumerate(("train", "test"))}
+    monkeypatch.setattr(data, "fashion_mnist", fake.__getitem__)
+    budget = lesson.replace(lesson.QUICK, train_per_class=2, valid_per_class=1, eval_per_class=3)
+    sets = lesson.class_split_data(QUICK, budget, (0, 1, 2), (7, 8))
+    assert sorted(sets.train.tensors[1].tolist()) == [0, 0, 1, 1, 2, 2]
+    assert sorted(sets.valid.tensors[1].tolist()) == [0, 1, 2]
+    assert sorted(sets.test["unseen"].tensors[1].tolist()) == [7] * 3 + [8] * 3 and len(sets.test["seen"]) == 9
+    assert set(sets.train_unseen.tensors[1].tolist()) == {7, 8}
+    assert not set(sets.train.tensors[0].flatten().tolist()) & set(sets.valid.tensors[0].flatten().tolist())
+    assert list(lesson.class_split_data(QUICK, budget, tuple(range(10))).test) == ["seen"]

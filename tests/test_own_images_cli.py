@@ -6,6 +6,7 @@ import sys
 import pytest
 from own_images_folders import write_folder
 
+from course_utils import training
 from course_utils.own_images import cli, train
 
 TINY = ["--trunk", "resnet18", "--size", "16", "--weights", "none", "--batch-size", "8", "--embedding-dim", "16"]
@@ -46,16 +47,16 @@ def test_search_puts_a_training_image_of_the_query_class_first(trained, capsys, 
 
 def test_an_interrupted_command_resumes_when_rerun(tmp_path, monkeypatch, capsys):
     folder = write_folder(tmp_path / "images", classes=4, per_class=4)
-    save = train.save_checkpoint
+    save = training.save_checkpoint
 
     def save_then_interrupt(*args):
         save(*args)
         raise KeyboardInterrupt  # Ctrl-C right after the first epoch's checkpoint
 
-    monkeypatch.setattr(train, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
     assert train_cli(folder, tmp_path / "run", epochs=2) == 130
     assert "Run the same command again" in capsys.readouterr().err
-    monkeypatch.setattr(train, "save_checkpoint", save)
+    monkeypatch.setattr(training, "save_checkpoint", save)
     assert train_cli(folder, tmp_path / "run", epochs=2) == 0
     assert "Resuming after epoch 1" in capsys.readouterr().out
     history = json.loads((tmp_path / "run" / "recipe.json").read_text())["history"]

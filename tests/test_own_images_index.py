@@ -3,20 +3,20 @@ import pytest
 import torch
 from own_images_folders import write_folder
 
-from course_utils import evaluation
+from course_utils import ann, evaluation
 from course_utils.own_images import folder, index, network
 
 
 def test_search_equals_exact_cosine_top_k():
     gen = torch.Generator().manual_seed(0)
     references, queries = torch.randn(50, 8, generator=gen) * 3, torch.randn(5, 8, generator=gen)
-    distances, indices = index.search(index.build(references), queries, k=4)
+    distances, indices = index.search(ann.cosine_index(references), queries, k=4)
     expected_d, expected_i = evaluation.top_k(queries, references, 4, distance="cosine")
     assert torch.equal(indices, expected_i) and torch.allclose(distances, expected_d, atol=1e-5)
 
 
 def test_k_is_capped_at_the_index_size():
-    distances, indices = index.search(index.build(torch.randn(3, 4)), torch.randn(2, 4), k=10)
+    distances, indices = index.search(ann.cosine_index(torch.randn(3, 4)), torch.randn(2, 4), k=10)
     assert distances.shape == indices.shape == (2, 3)
 
 

@@ -53,6 +53,25 @@ def test_retrieval_grid_marks_hits_and_misses():
     plt.close(fig)
 
 
+def test_retrieval_grid_of_files_with_unknown_query_classes(tmp_path):
+    """Lesson 10's grid: image files drawn through ``load``, distances in the titles, no frames without labels."""
+    from PIL import Image
+    paths = []
+    for i, color in enumerate(("red", "blue", "green")):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (20, 30), color).save(paths[-1])
+    opened = []
+    load = lambda path: (opened.append(path), Image.open(path).convert("RGB"))[1]  # noqa: E731
+    fig = plotting.retrieval_grid(paths[:1], None, paths, torch.tensor([0, 1, 1]), torch.tensor([[2, 0]]), NAMES,
+                                  distances=torch.tensor([[0.05, 0.5]]), load=load)
+    assert opened == [paths[0], paths[2], paths[0]]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "query" and titles[1] == f"#1 {NAMES[1]}\nd=0.05" and titles[2] == f"#2 {NAMES[0]}\nd=0.5"
+    assert not fig.axes[1].spines["left"].get_visible()
+    assert fig.axes[1].get_images()[0].get_array().shape == (30, 20, 3)
+    plt.close(fig)
+
+
 def test_training_curves_one_panel_per_key():
     history = [{"epoch": e, "loss": 1 / e, "seen map_r": e / 10} for e in (1, 2, 3)]
     fig = plotting.training_curves(history, keys=("loss", "seen map_r"))
@@ -86,15 +105,6 @@ def test_metric_bars_draw_the_seed_spread():
     assert [tuple(seg[:, 1].round(3)) for seg in segments] == [(0.47, 0.53)] * 2
     assert ax.get_ylabel() == "MAP@R"
     plt.close(ax.figure)
-
-
-def test_triplet_regions_counts_each_kind():
-    negatives = torch.tensor([[3.0, 0.0], [0.0, 1.2], [0.5, 0.0], [-0.2, 0.1]])
-    fig = plotting.triplet_regions([0.0, 0.0], [1.0, 0.0], negatives, margin=0.5)
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels[:3] == ["easy negatives (1)", "semihard negatives (1)", "hard negatives (2)"]
-    assert len(fig.axes[0].patches) == 2
-    plt.close(fig)
 
 
 def test_compare_histories_one_line_per_run():

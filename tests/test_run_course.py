@@ -65,19 +65,6 @@ def test_runner_runs_two_notebooks_at_once(tmp_path):
     assert {lesson: row["passive"] for lesson, row in everything.items()} == {"01_a": 1.0, "02_b": 1.0}
 
 
-def test_the_old_module_name_still_works(tmp_path):
-    """``python -m course_utils.run_course`` is kept for one release as an alias of the instructor's runner."""
-    from course_utils import run_course
-    from course_utils.instructor import run_course as new
-
-    assert run_course is new
-    good = write_notebook(tmp_path / "01_good.ipynb", "print('hello')")
-    run = subprocess.run([sys.executable, "-m", "course_utils.run_course", "--quick", "--out", str(tmp_path / "build"),
-                          str(good)], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0 and " ok" in run.stdout, run.stderr
-    assert (tmp_path / "build" / "01_good.html").is_file()
-
-
 def test_course_script_explains_its_commands():
     run = subprocess.run([sys.executable, str(REPO / "course.py")], capture_output=True, text=True)
     assert run.returncode == 2

@@ -32,7 +32,8 @@ def test_setup_seeds_and_reports(capsys, monkeypatch):
 def test_import_has_no_side_effects():
     code = ("import torch, random; s = torch.random.get_rng_state(); r = random.getstate();"
             "import course_utils, course_utils.data, course_utils.models, course_utils.training,"
-            " course_utils.evaluation, course_utils.plotting, course_utils.exercises, course_utils.results;"
+            " course_utils.evaluation, course_utils.plotting, course_utils.checks, course_utils.results;"
+            "[getattr(course_utils.checks, name) for name in course_utils.checks.__all__];"
             "assert torch.equal(s, torch.random.get_rng_state()) and r == random.getstate()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

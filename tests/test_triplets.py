@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from pytorch_metric_learning.distances import LpDistance
@@ -43,3 +44,12 @@ def test_active_pairs_matches_pml_loss_terms():
     terms = ContrastiveLoss(pos_margin=0.3, neg_margin=0.9, reducer=DoNothingReducer())(embeddings, labels)
     assert fractions["positive"] == pytest.approx((terms["pos_loss"]["losses"] > 0).float().mean().item())
     assert fractions["negative"] == pytest.approx((terms["neg_loss"]["losses"] > 0).float().mean().item())
+
+
+def test_triplet_regions_counts_each_kind():
+    negatives = torch.tensor([[3.0, 0.0], [0.0, 1.2], [0.5, 0.0], [-0.2, 0.1]])
+    fig = triplets.triplet_regions([0.0, 0.0], [1.0, 0.0], negatives, margin=0.5)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[:3] == ["easy negatives (1)", "semihard negatives (1)", "hard negatives (2)"]
+    assert len(fig.axes[0].patches) == 2
+    plt.close(fig)

@@ -5,10 +5,10 @@ Import the modules by name, as the lesson does:
 
 - ``folder``: read an ImageFolder-layout directory, split it by class or by image, preprocess the images;
 - ``network``: the trunk (ResNet-50 or ResNet-18) and embedder, pretrained weights, frozen batch norm;
-- ``train``: the joint loss and an epoch loop that checkpoints and resumes;
-- ``index``: the faiss index of a trained model, exported to and loaded from a run folder;
-- ``plots``: a retrieval grid for colour photos;
-- ``checks``: the check of the lesson's exercise.
+- ``train``: the batch size MPerClassSampler accepts, and ``training.fit`` with the joint loss, a checkpoint it
+  resumes from and a seed per epoch;
+- ``index``: the faiss index of a trained model, exported to and loaded from a run folder (pictures of what
+  it finds: ``plotting.retrieval_grid`` with ``load=folder.open_rgb``).
 
 The same job as one command: ``python -m course_utils.own_images train FOLDER --out RUN_DIR`` (see ``cli``).
 """

@@ -188,10 +188,10 @@ def search_command(args) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from . import plots
+        from .. import plotting
 
-        plots.retrieval_grid([str(p) for p in args.images], run.paths, indices, run.labels, run.classes,
-                             distances=distances).savefig(args.grid, dpi=120)
+        plotting.retrieval_grid([str(p) for p in args.images], None, run.paths, run.labels, indices, run.classes,
+                                distances=distances, load=folder.open_rgb).savefig(args.grid, dpi=120)
         print(f"Wrote {args.grid}")
     return 0
 

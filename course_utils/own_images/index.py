@@ -9,27 +9,17 @@ from pathlib import Path
 
 import faiss
 import torch
-import torch.nn.functional as F
 
-from .. import evaluation
+from .. import ann, evaluation
 from . import folder, network
 
 FILES = {"model": "model.pt", "index": "index.faiss", "gallery": "gallery.json", "recipe": "recipe.json"}
 
 
-def build(embeddings) -> faiss.Index:
-    """An exact inner-product index of the L2-normalised embeddings (N, D): inner product = cosine similarity."""
-    unit = F.normalize(torch.as_tensor(embeddings).float(), dim=1)
-    index = faiss.IndexFlatIP(unit.shape[1])
-    index.add(unit.cpu().numpy())
-    return index
-
-
 def search(index: faiss.Index, queries, k: int) -> tuple:
     """The k nearest indexed vectors of each query (N, D): (cosine distances (N, k), indices (N, k)), nearest first."""
-    k = min(k, index.ntotal)
-    similarities, indices = index.search(F.normalize(torch.as_tensor(queries).float(), dim=1).cpu().numpy(), k)
-    return (1 - torch.from_numpy(similarities)).clamp_(min=0), torch.from_numpy(indices).long()
+    similarities, indices = ann.cosine_search(index, queries, k)
+    return (1 - similarities).clamp_(min=0), indices
 
 
 def export(run_dir, model, gallery: folder.ImageList, device, arch: str, size: int) -> faiss.Index:
@@ -37,7 +27,7 @@ def export(run_dir, model, gallery: folder.ImageList, device, arch: str, size: i
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     embeddings, labels = evaluation.embed(model, gallery, device)
-    index = build(embeddings)
+    index = ann.cosine_index(embeddings)
     faiss.write_index(index, str(run_dir / FILES["index"]))
     network.save_model(run_dir / FILES["model"], model, arch, size)
     entries = {"classes": gallery.classes, "paths": gallery.paths, "labels": labels.tolist()}

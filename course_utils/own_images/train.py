@@ -1,14 +1,6 @@
 """Lesson 07's joint training (a ``models.JointNet``: one forward pass, ``weight * metric loss + cross-entropy``)
-in an epoch loop that saves a checkpoint after every epoch and resumes from it (lesson 10)."""
-import os
-import time
-from pathlib import Path
-
-import torch
-from tqdm.auto import tqdm
-
-from .. import joint, models
-from ..session import seed_everything
+trained by ``training.fit`` with a checkpoint after every epoch that the command resumes from (lesson 10)."""
+from .. import joint, training
 
 
 def batch_size_for(batch_size: int, m: int, num_classes: int) -> int:
@@ -21,42 +13,12 @@ def batch_size_for(batch_size: int, m: int, num_classes: int) -> int:
     return size
 
 
-def save_checkpoint(path, model, optimizer, history) -> None:
-    """Write model (classifier head included), optimizer and history; atomically, so that an interruption
-    leaves the previous checkpoint intact."""
-    path = Path(path)
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history}
-    torch.save(state, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
-
-
-def resume(path, model, optimizer) -> list:
-    """Load the checkpoint at ``path`` into model and optimizer if there is one; its history ([] if none)."""
-    if path is None or not Path(path).is_file():
-        return []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return state["history"]
-
-
 def fit(model, metric_loss, miner, optimizer, loader, device, num_epochs: int, checkpoint=None, seed: int = 0,
         weight: float = 0.1, eval_fn=None, progress: bool = True) -> list:
-    """``joint.fit`` that resumes: epochs already in ``checkpoint`` are skipped, and after every epoch the
-    checkpoint is rewritten. Each epoch is seeded (``seed + epoch``), so reruns of a command agree."""
-    models.on_device(model, device)
-    history = resume(checkpoint, model, optimizer)
-    if history and progress:
-        print(f"Resuming after epoch {len(history)} from {checkpoint}")
-    epochs = range(len(history) + 1, num_epochs + 1)
-    for epoch in tqdm(epochs, desc="epochs", initial=len(history), total=num_epochs, disable=not progress):
-        seed_everything(seed + epoch)  # MPerClassSampler draws from NumPy, the random crops from torch
-        start = time.perf_counter()
-        loss = joint.train_epoch(model, metric_loss, miner, optimizer, loader, device, weight=weight, progress=progress)
-        row = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start}
-        if eval_fn is not None:
-            row.update(eval_fn(model))
-        history.append(row)
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, history)
-    return history
+    """``training.fit`` with lesson 07's ``joint.JointLoss``, a checkpoint and a seed per epoch: epochs already in
+    ``checkpoint`` are skipped, the checkpoint is rewritten after every epoch, and each epoch is seeded with
+    ``seed + epoch``, so an interrupted command resumed agrees with one that ran through."""
+    callbacks = [training.SeedEachEpoch(seed), *([training.Track(eval_fn)] if eval_fn else []),
+                 *([training.Checkpoint(checkpoint, verbose=progress)] if checkpoint is not None else [])]
+    return training.fit(model, joint.JointLoss(metric_loss, miner, weight), optimizer, loader, device, num_epochs,
+                        callbacks=callbacks, progress=progress)

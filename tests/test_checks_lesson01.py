@@ -1,9 +1,9 @@
-"""Every exercise check passes a right answer and rejects typical wrong ones with a helpful message."""
+"""Lesson 01's exercise checks pass a right answer and reject typical wrong ones with a helpful message."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import exercises
+from course_utils.checks import lesson01
 
 
 def cosine_right(x, y):
@@ -15,7 +15,7 @@ def cosine_stub(x, y):
 
 
 def test_cosine_check_accepts_right_answer(capsys):
-    exercises.check_cosine_distance(cosine_right)
+    lesson01.check_cosine_distance(cosine_right)
     assert "✓" in capsys.readouterr().out
 
 
@@ -30,7 +30,7 @@ def test_cosine_check_accepts_right_answer(capsys):
 ])
 def test_cosine_check_rejects(wrong, message):
     with pytest.raises(AssertionError, match=message):
-        exercises.check_cosine_distance(wrong)
+        lesson01.check_cosine_distance(wrong)
 
 
 def r_precision_right(embeddings, labels):
@@ -62,54 +62,16 @@ def precision_at_1_instead(embeddings, labels):
 
 
 def test_r_precision_check_accepts_right_answer(capsys):
-    exercises.check_r_precision(r_precision_right)
+    lesson01.check_r_precision(r_precision_right)
     assert "✓" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong", [r_precision_with_self, r_precision_r_with_self, precision_at_1_instead])
 def test_r_precision_check_rejects(wrong):
     with pytest.raises(AssertionError, match="Expected R-Precision"):
-        exercises.check_r_precision(wrong)
+        lesson01.check_r_precision(wrong)
 
 
 def test_r_precision_check_rejects_non_numbers():
     with pytest.raises(AssertionError, match="one number"):
-        exercises.check_r_precision(lambda e, l: torch.zeros(3))
-
-
-GOOD_TABLE = {"m": {"seen": {"p1": 0.9, "r_precision": 0.5, "map_r": 0.4},
-                    "unseen": {"p1": 0.8, "r_precision": 0.4, "map_r": 0.3}}}
-
-
-def test_results_table_check_accepts_a_table(capsys):
-    exercises.check_results_table(GOOD_TABLE, ["m"])
-    assert "✓" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("table, message", [
-    ([0.4], "not list"),
-    ({"other": GOOD_TABLE["m"]}, "no row 'm'"),
-    ({"m": {"seen": GOOD_TABLE["m"]["seen"]}}, "should have the test sets"),
-    ({"m": {"seen": {"p1": 0.9, "map_r": 0.4}, "unseen": GOOD_TABLE["m"]["unseen"]}}, "'r_precision' is missing"),
-    ({"m": {"seen": {"p1": 90, "r_precision": 0.5, "map_r": 0.4}, "unseen": GOOD_TABLE["m"]["unseen"]}}, r"lie in \[0, 1\]"),
-])
-def test_results_table_check_names_the_problem(table, message):
-    with pytest.raises(AssertionError, match=message):
-        exercises.check_results_table(table, ["m"])
-
-
-def test_experiment_check_runs_the_experiment_and_explains_a_stub():
-    assert exercises.check_experiment(lambda margin: GOOD_TABLE, 0.5, methods=["m"]) is GOOD_TABLE
-
-    def stub(margin):
-        raise NotImplementedError()
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        exercises.check_experiment(stub, 0.5, methods=["m"])
-
-
-def test_an_experiment_runs_on_seeded_generators_whatever_ran_before():
-    draw = lambda _: {"m": {s: {"p1": torch.rand(()).item(), "r_precision": 0.5, "map_r": 0.5}
-                            for s in ("seen", "unseen")}}
-    first = exercises.check_experiment(draw, 0, methods=["m"])
-    torch.rand(1000)  # what an earlier cell might have drawn
-    assert exercises.check_experiment(draw, 0, methods=["m"]) == first
+        lesson01.check_r_precision(lambda e, l: torch.zeros(3))

@@ -1,0 +1,81 @@
+"""The exercise checks' package: one module per lesson with exercises, each naming its lesson and loaded only when
+used; the notebooks call the checks of their own lesson; the checks import the topic modules, never the other way
+round; no module of course_utils imports another module's private name."""
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils import checks
+
+PACKAGE = Path(checks.__file__).parent
+COURSE_UTILS = PACKAGE.parent
+LESSONS = [name for name in checks.__all__ if name.startswith("lesson")]
+
+
+def imports(path):
+    """``(module, name)`` for each import of a file: ``("..x", "y")`` for ``from ..x import y``, ``(x, None)``
+    for ``import x``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield from (("." * node.level + (node.module or ""), alias.name) for alias in node.names)
+
+
+def test_the_package_lists_its_modules():
+    assert sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__") == sorted(checks.__all__)
+
+
+def test_importing_the_package_loads_no_check_until_used():
+    code = ("import sys; from course_utils import checks; "
+            "loaded = lambda: sorted(m for m in sys.modules if m.startswith('course_utils.checks.')); "
+            "assert loaded() == [], loaded(); checks.lesson05.check_ms_mine; "
+            "assert 'course_utils.checks.lesson05' in loaded() and 'course_utils.checks.lesson07' not in loaded()")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    with pytest.raises(AttributeError, match="lesson08"):
+        checks.lesson08
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_a_lesson_module_names_its_lesson_and_defines_its_checks(name):
+    module = getattr(checks, name)
+    assert module.__doc__.startswith(f"Lesson {name[-2:]}'s exercise check"), module.__doc__
+    own = [n for n, f in vars(module).items()
+           if n.startswith("check_") and getattr(f, "__module__", "") == module.__name__]
+    assert own, f"{name} defines no check"
+
+
+def test_notebooks_call_the_checks_of_their_own_lesson():
+    used = set()
+    for path in sorted((COURSE_UTILS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            for owner, name in re.findall(r"([\w.]+)\.(check_\w+)\(", cell.source):
+                module = owner.removeprefix("checks.")
+                assert owner.startswith("checks.") and module in (f"lesson{path.name[:2]}", "experiments"), \
+                    f"{path.name} calls {owner}.{name}: a check of lesson NN lives in checks.lessonNN"
+                assert callable(getattr(getattr(checks, module), name, None)), f"{path.name}: no {owner}.{name}"
+                used.add(module)
+    assert used == set(checks.__all__) - {"plumbing"}
+
+
+def test_topic_modules_never_import_the_checks():
+    for path in COURSE_UTILS.rglob("*.py"):
+        if PACKAGE in path.parents:
+            continue
+        for module, name in imports(path):
+            assert "checks" not in module.split(".") and name != "checks", f"{path.name} imports {module} {name}"
+
+
+def test_no_module_imports_another_modules_private_name():
+    for path in COURSE_UTILS.rglob("*.py"):
+        private = [(module, name) for module, name in imports(path)
+                   if name and name.startswith("_") and (module.startswith(".") or module.startswith("course_utils"))]
+        assert not private, f"{path.relative_to(COURSE_UTILS)} imports {private}"
