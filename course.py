@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run the deep metric learning course. Needs only Python 3.10+ and pip.
 
-    python3 course.py test    # create/reuse .venv, run unit tests + every notebook through nbval (quick mode)
+    python3 course.py test    # create/reuse .venv, ruff, unit tests + every notebook through nbval (quick mode)
     python3 course.py run     # create/reuse .venv, check data, run every notebook (full mode, claims strict) -> build/
     python3 course.py lab     # create/reuse .venv, open JupyterLab in notebooks/
 """
@@ -71,6 +71,8 @@ def main(argv) -> int:
         sh(PYTHON, "-m", "course_utils.instructor.run_course", *argv[1:], env=env)
     elif command == "test":
         env["COURSE_QUICK"] = "1"
+        # the linter first (seconds): the package, tests, benchmarks and the notebooks' code cells (pyproject.toml)
+        sh(PYTHON, "-m", "ruff", "check", "--no-cache", ".", env=env)
         # notebooks first: their long runs start early, and the short test modules fill the gaps at the end
         sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", *parallel(env), "notebooks", "tests", *argv[1:],
            env=env)

@@ -92,7 +92,8 @@ def sweep(index, queries: np.ndarray, exact: np.ndarray, parameter: str, values)
 
 def table(results: dict) -> str:
     """``{name: {"build_s", "bytes", "rows": [row, ...]}}`` as a text table: one line per index and setting."""
-    lines = [f"{'index':<22}{'setting':>14}{'build (s)':>11}{'memory (MiB)':>14}{'ms / 1k queries':>17}{'recall@10':>11}"]
+    lines = [f"{'index':<22}{'setting':>14}{'build (s)':>11}{'memory (MiB)':>14}"
+             f"{'ms / 1k queries':>17}{'recall@10':>11}"]
     for name, r in results.items():
         for row in r["rows"]:
             setting = f"{row['parameter']}={row['value']}" if row["parameter"] else "-"
@@ -110,7 +111,8 @@ def tradeoff_plot(results: dict, ax=None, title=None):
         for row, xi, yi in zip(r["rows"], x, y):  # the setting beside each point, lines alternating below and above
             if row["parameter"]:
                 ax.annotate(f"{row['parameter']}={row['value']}", (xi, yi), textcoords="offset points", fontsize=7,
-                            xytext=(5, -11) if i % 2 else (-5, 6), ha="left" if i % 2 else "right", color=line.get_color())
+                            xytext=(5, -11) if i % 2 else (-5, 6), ha="left" if i % 2 else "right",
+                            color=line.get_color())
     ax.set_xscale("log")
     ax.set_xlabel("query time (ms per 1,000 queries, log scale)")
     ax.set_ylabel("recall@k against exact search")

@@ -7,8 +7,7 @@ loss only is ``ce_weight=0``, and the course's recipe is both. Everything that d
 and its ``lesson.Budget``; both and the classes key the cache (``lesson.cached``, which also hashes the code).
 """
 import json
-import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -211,7 +210,8 @@ def lever_effects(table: dict, base: str, names, split: str = "unseen", metrics=
     for name in names:
         if name != base:
             effects[name] = {m: (table[name][split][m] - table[base][split][m],
-                                 int(claims.wins(table, name, base, split, m)) - int(claims.wins(table, base, name, split, m)))
+                                 int(claims.wins(table, name, base, split, m))
+                                 - int(claims.wins(table, base, name, split, m)))
                              for m in metrics}
     return effects
 
@@ -245,7 +245,7 @@ def combine(levers: dict, base: str, kept, budget: lesson.Budget) -> tuple:
     """``(recipe, budget)``: the ``base`` lever with the settings that the ``kept`` levers change (each lever a
     ``Recipe`` or ``(Recipe, Budget)``, one change from base). The first kept lever to change a setting sets it
     (two trunks cannot both be used); augmentations are merged."""
-    split = lambda lever: lever if isinstance(lever, tuple) else (lever, budget)  # noqa: E731
+    split = lambda lever: lever if isinstance(lever, tuple) else (lever, budget)
     base_recipe, base_budget = split(levers[base])
     recipe, settings, taken = {}, {}, set()
     for name in kept:
@@ -341,7 +341,8 @@ def load_export(folder):
     recipe = json.loads((folder / "recipe.json").read_text())
     net = models.EmbeddingNet(TRUNKS[recipe["trunk"]](), recipe["embedding_dim"])
     net.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
-    return net.eval(), recipe, faiss.read_index(str(folder / "index.faiss")), torch.from_numpy(np.load(folder / "labels.npy"))
+    index, labels = faiss.read_index(str(folder / "index.faiss")), torch.from_numpy(np.load(folder / "labels.npy"))
+    return net.eval(), recipe, index, labels
 
 
 def search(net, index, images, k: int = 8):

@@ -90,7 +90,8 @@ def check(batch_file, out_dir, loss_fn, miner, device) -> dict:
     Writes ``out_dir/rank{rank}.pt`` and returns what it wrote."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
     batch = torch.load(batch_file, weights_only=True)
-    net = models.EmbeddingNet(models.ConvTrunk(widths=tuple(batch.get("widths", (32, 64, 128)))), batch["embedding_dim"])
+    trunk = models.ConvTrunk(widths=tuple(batch.get("widths", (32, 64, 128))))
+    net = models.EmbeddingNet(trunk, batch["embedding_dim"])
     net.load_state_dict(batch["state"])
     model = DistributedDataParallel(net.to(device).eval(), device_ids=[device.index] if device.type == "cuda" else None)
     images, labels = (shard(batch[key], rank, world_size).to(device) for key in ("images", "labels"))
@@ -162,7 +163,8 @@ def train_command(args, device) -> None:
         out.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.cpu() for k, v in net.state_dict().items()}, out / "model.pt")
         summary = {**vars(args), "world_size": dist.get_world_size(), "backend": dist.get_backend(),
-                   "device": str(device), "images_per_step": dist.get_world_size() * args.batch_size, "history": history}
+                   "device": str(device), "images_per_step": dist.get_world_size() * args.batch_size,
+                   "history": history}
         (out / "run.json").write_text(json.dumps(summary, indent=2))
         print(f"saved {out / 'model.pt'}: {len(train_set)} images, {summary['images_per_step']} per step, "
               f"{dist.get_world_size()} processes ({summary['backend']})")

@@ -44,7 +44,8 @@ FULL = Budget(train_per_class=1500, eval_per_class=1000, umap_per_class=300, num
 
 
 def budget(config, **full_mode_changes) -> Budget:
-    """The course's budget for ``config``'s mode; ``full_mode_changes`` (e.g. ``num_epochs=3``) apply in full mode only."""
+    """The course's budget for ``config``'s mode; ``full_mode_changes`` (e.g. ``num_epochs=3``) apply in full mode
+    only."""
     return QUICK if config.quick else replace(FULL, **full_mode_changes)
 
 
@@ -60,7 +61,7 @@ class LessonData:
     valid: TensorDataset = None  # other training images of the seen classes: for model selection, never trained on
 
     def __str__(self):
-        names = lambda classes: ", ".join(data.CLASS_NAMES[c] for c in classes)  # noqa: E731
+        names = lambda classes: ", ".join(data.CLASS_NAMES[c] for c in classes)
         return (f"seen classes:   {names(self.seen)}\nunseen classes: {names(self.unseen)}\n"
                 f"training: {len(self.train):,} images of seen classes"
                 + (f"; validation: {len(self.valid):,} other images of them" if self.valid else "")
@@ -161,7 +162,8 @@ def print_differences(table: dict, method: str, others: list, splits=("seen", "u
     """Print ``method minus other`` on each split, for each of ``others`` (methods or baselines of a results table)."""
     for other in others:
         for split in splits:
-            print(f"{split:>6}, {method} minus {other}: " + format_differences(differences(table, method, other, split)))
+            diff = differences(table, method, other, split)
+            print(f"{split:>6}, {method} minus {other}: " + format_differences(diff))
 
 
 def umap_grid(embedders: dict, test_sets: dict, config, per_class: int, distance: str = "cosine",
@@ -368,8 +370,10 @@ class Method:
 
 
 def evaluated_run(net, sets: LessonData, config, seed: int, history: list) -> dict:
-    """What one seed's run keeps: ``{"seed", "history", "table": net on sets.test (cosine), "state": net's weights}``."""
-    return {"seed": seed, "history": history, "table": evaluation.evaluate_splits(net, sets.test, config.device, "cosine"),
+    """What one seed's run keeps: ``{"seed", "history", "table": net on sets.test (cosine), "state": net's
+    weights}``."""
+    table = evaluation.evaluate_splits(net, sets.test, config.device, "cosine")
+    return {"seed": seed, "history": history, "table": table,
             "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
 

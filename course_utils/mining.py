@@ -84,7 +84,7 @@ def triplet_margin(miner, distance=None):
 
 def means(log: dict, first: int = 10) -> dict:
     """``{name: (mean over the first ``first`` batches, mean over the last ``first``)}`` of a ``batch_log``."""
-    avg = lambda values: sum(values) / len(values)  # noqa: E731
+    avg = lambda values: sum(values) / len(values)
     return {name: (avg(values[:first]), avg(values[-first:])) for name, values in log.items()}
 
 

@@ -107,6 +107,6 @@ def for_inference(model: nn.Module, device) -> nn.Module:
     inference = copy.deepcopy(model).eval()
     try:
         inference = fuse(inference)
-    except Exception:  # noqa: BLE001 - torch.fx could not trace it: keep the batch norms
+    except Exception:  # torch.fx could not trace it: keep the batch norms
         pass
     return on_device(inference, device)

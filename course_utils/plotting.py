@@ -122,7 +122,8 @@ def retrieval_grid(query_images, query_labels, ref_images, ref_labels, indices, 
             j = int(indices[row, col])
             hit = known and int(ref_labels[j]) == int(query_labels[row])
             distance = f"\nd={float(distances[row, col]):.2g}" if distances is not None else ""
-            _draw_image(axes[row, col + 1], load(ref_images[j]), f"#{col + 1} {class_names[int(ref_labels[j])]}{distance}",
+            title = f"#{col + 1} {class_names[int(ref_labels[j])]}{distance}"
+            _draw_image(axes[row, col + 1], load(ref_images[j]), title,
                         ("tab:green" if hit else "tab:red") if known else None)
     fig.suptitle(title or "Nearest neighbours" + (" (green: same class, red: other class)" if known else ""))
     fig.tight_layout()

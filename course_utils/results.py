@@ -95,7 +95,8 @@ def markdown_table(everything: dict, lessons=None, columns=MARKDOWN_COLUMNS) -> 
             if any(values.get(column, [None])[0] is not None for column in columns):
                 shown = [_cell(*values.get(column, [None, None])) for column in columns]
                 rows.append(f"| {lesson} | {method} | " + " | ".join(shown) + " |")
-    header = "| lesson | embedding | " + " | ".join(f"{split} {DISPLAY_NAMES[metric]}" for split, metric in columns) + " |"
+    names = [f"{split} {DISPLAY_NAMES[metric]}" for split, metric in columns]
+    header = "| lesson | embedding | " + " | ".join(names) + " |"
     return "\n".join([header, "| " + " | ".join(["---"] * (len(columns) + 2)) + " |", *rows])
 
 

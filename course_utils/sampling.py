@@ -219,7 +219,7 @@ def long_tail_results(embedders: dict, test_sets: dict, rare, device) -> dict:
     for name, model in embedders.items():
         embeddings, labels = evaluation.embed(model, test_sets["seen"], device)
         per_class, sizes = per_class_metrics(embeddings, labels), torch.bincount(labels)
-        mean = lambda classes, m: sum(per_class[c][m] * int(sizes[c]) for c in classes) / sum(  # noqa: E731
+        mean = lambda classes, m: sum(per_class[c][m] * int(sizes[c]) for c in classes) / sum(
             int(sizes[c]) for c in classes)
         unseen_embeddings, unseen_labels = evaluation.embed(model, test_sets["unseen"], device)
         table[name] = {"seen": {**{m: mean(per_class, m) for m in evaluation.METRICS},
@@ -267,7 +267,8 @@ def class_share_plot(shares: dict, class_sizes: dict, ax=None):
         ax.bar(np.arange(len(classes)) + (i - (len(shares) - 1) / 2) * width, [share[c] for c in classes], width,
                label=name)
     ax.axhline(1 / len(classes), color="grey", linestyle=":", label="uniform")
-    ax.set(xticks=np.arange(len(classes)), yscale="log", ylabel="share of drawn images", xlabel="class (training images)",
+    ax.set(xticks=np.arange(len(classes)), yscale="log", ylabel="share of drawn images",
+           xlabel="class (training images)",
            xticklabels=[f"{data.CLASS_NAMES[c]}\n({class_sizes[c]} images)" for c in classes],
            title="How often each class is drawn")
     ax.legend(fontsize=7)

@@ -1,4 +1,5 @@
-"""The session of a lesson: seeding, device choice and quick mode, all in the one explicit ``setup`` call (lesson 00)."""
+"""The session of a lesson: seeding, device choice and quick mode, all in the one explicit ``setup`` call
+(lesson 00)."""
 import os
 import random
 from dataclasses import dataclass

@@ -84,18 +84,18 @@ def test_checks_pass_on_solution_and_fail_on_stub(path):
     for (solution, check), (stub, _) in zip(pairs, student_pairs):
         if re.search(r"^def \w+_experiment\(", solution.source, re.M):  # needs the lesson's data: only the stub runs
             namespace = {}
-            exec(stub.source, namespace)  # noqa: S102
+            exec(stub.source, namespace)
             name = re.search(r"^def (\w+)", solution.source, re.M).group(1)
             with pytest.raises(NotImplementedError):
                 namespace[name](0.5)
             continue
         namespace = {}
-        exec(setup_cell.source, namespace)  # noqa: S102 - our own notebooks
-        exec(solution.source, namespace)  # noqa: S102
-        exec(check.source, namespace)  # noqa: S102 - the full check, hidden tests included
-        exec(stub.source, namespace)  # noqa: S102
+        exec(setup_cell.source, namespace)  # our own notebooks
+        exec(solution.source, namespace)
+        exec(check.source, namespace)  # the full check, hidden tests included
+        exec(stub.source, namespace)
         with pytest.raises(AssertionError, match="not implemented"):
-            exec(check.source, namespace)  # noqa: S102
+            exec(check.source, namespace)
 
 
 def test_notebooks_by_bare_name_and_a_clear_error(tmp_path, monkeypatch):

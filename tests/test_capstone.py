@@ -155,7 +155,8 @@ def test_run_key_names_every_lever():
                replace(base, weight=1.0), replace(base, metric_loss=losses.CircleLoss(m=0.25))]
     keys = [capstone.run_key(r, sets, BUDGET, 0) for r in changes]
     assert capstone.run_key(base, sets, replace(BUDGET, seeds=(0, 1, 2)), 0) == key  # one run, whatever the other seeds
-    keys += [capstone.run_key(base, sets, replace(BUDGET, embedding_dim=16), 0), capstone.run_key(base, sets, BUDGET, 1),
+    keys += [capstone.run_key(base, sets, replace(BUDGET, embedding_dim=16), 0),
+             capstone.run_key(base, sets, BUDGET, 1),
              capstone.run_key(base, toy_sets(classes=(0, 1, 3), unseen=(2, 4)), BUDGET, 0)]
     assert all(k != key for k in keys) and len({json.dumps(k, sort_keys=True, default=str) for k in keys}) == len(keys)
 
@@ -190,7 +191,7 @@ def test_choose_levers_keeps_clear_wins_without_clear_losses_largest_gain_first(
 
 
 def test_lever_effects_call_wins_and_ties():
-    row = lambda p1, map_r, std=0.0: {"unseen": {"p1": p1, "map_r": map_r, "p1_std": std, "map_r_std": std}}  # noqa: E731
+    row = lambda p1, map_r, std=0.0: {"unseen": {"p1": p1, "map_r": map_r, "p1_std": std, "map_r_std": std}}
     table = {"base": row(0.9, 0.5), "better": row(0.9, 0.6), "worse": row(0.8, 0.5), "noisy": row(0.95, 0.535, 0.04)}
     effects = capstone.lever_effects(table, "base", list(table))
     assert list(capstone.lever_effects(table, "base", ["base", "worse"])) == ["worse"]
@@ -233,8 +234,9 @@ def test_export_and_reload_give_the_same_embeddings_and_search(tmp_path):
 
 
 def test_plots_return_labelled_figures():
-    row = lambda v: {s: {m: v for m in ("p1", "r_precision", "map_r")} for s in ("seen", "unseen")}  # noqa: E731
-    table = {"raw pixels": row(0.5), "trained": {s: {**m, **{f"{k}_std": 0.01 for k in m}} for s, m in row(0.6).items()}}
+    row = lambda v: {s: {m: v for m in ("p1", "r_precision", "map_r")} for s in ("seen", "unseen")}
+    trained = {s: {**m, **{f"{k}_std": 0.01 for k in m}} for s, m in row(0.6).items()}
+    table = {"raw pixels": row(0.5), "trained": trained}
     fig = capstone.benchmark_bars(table)
     assert [ax.get_title() for ax in fig.axes] == ["P@1", "R-Prec", "MAP@R"] and fig._suptitle.get_text()
     fig = capstone.curve_plot([3, 5], {"a": row(0.4), "b": row(0.6), "r": row(0.5)}, {3: "a", 5: "b"}, {3: "r", 5: "r"},

@@ -79,3 +79,17 @@ def test_no_module_imports_another_modules_private_name():
         private = [(module, name) for module, name in imports(path)
                    if name and name.startswith("_") and (module.startswith(".") or module.startswith("course_utils"))]
         assert not private, f"{path.relative_to(COURSE_UTILS)} imports {private}"
+
+
+@pytest.mark.parametrize("lesson, name", [("lesson02", "check_contrastive_loss"), ("lesson03", "check_triplet_loss"),
+                                          ("lesson04", "check_circle_loss")])
+def test_a_loss_check_rejects_a_stub_and_a_non_tensor(lesson, name):
+    check = getattr(getattr(checks, lesson), name)
+
+    def stub(embeddings, labels, **kwargs):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="not implemented"):
+        check(stub)
+    with pytest.raises(AssertionError, match="scalar tensor"):
+        check(lambda e, l, **kw: 0.5)

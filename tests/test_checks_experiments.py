@@ -18,7 +18,8 @@ def test_results_table_check_accepts_a_table(capsys):
     ({"other": GOOD_TABLE["m"]}, "no row 'm'"),
     ({"m": {"seen": GOOD_TABLE["m"]["seen"]}}, "should have the test sets"),
     ({"m": {"seen": {"p1": 0.9, "map_r": 0.4}, "unseen": GOOD_TABLE["m"]["unseen"]}}, "'r_precision' is missing"),
-    ({"m": {"seen": {"p1": 90, "r_precision": 0.5, "map_r": 0.4}, "unseen": GOOD_TABLE["m"]["unseen"]}}, r"lie in \[0, 1\]"),
+    ({"m": {"seen": {"p1": 90, "r_precision": 0.5, "map_r": 0.4}, "unseen": GOOD_TABLE["m"]["unseen"]}},
+     r"lie in \[0, 1\]"),
 ])
 def test_results_table_check_names_the_problem(table, message):
     with pytest.raises(AssertionError, match=message):

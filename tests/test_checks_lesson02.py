@@ -21,17 +21,8 @@ def test_contrastive_check_rejects(mistake):
 
 def test_contrastive_check_rejects_wrong_defaults():
     with pytest.raises(AssertionError, match="default arguments"):
-        lesson02.check_contrastive_loss(lambda e, l, pos_margin=0.0, neg_margin=0.5: contrastive(e, l, pos_margin, neg_margin))
-
-
-def test_stub_and_non_tensor_are_rejected():
-    def stub(embeddings, labels, **kwargs):
-        raise NotImplementedError()
-
-    with pytest.raises(AssertionError, match="not implemented"):
-        lesson02.check_contrastive_loss(stub)
-    with pytest.raises(AssertionError, match="scalar tensor"):
-        lesson02.check_contrastive_loss(lambda e, l, **kw: 0.5)
+        lesson02.check_contrastive_loss(
+            lambda e, l, pos_margin=0.0, neg_margin=0.5: contrastive(e, l, pos_margin, neg_margin))
 
 
 @pytest.mark.parametrize("wrong, diagnosis", [

@@ -24,16 +24,6 @@ def test_triplet_check_rejects_the_wrong_default_margin():
         lesson03.check_triplet_loss(lambda e, l, margin=0.2: triplet(e, l, margin))
 
 
-def test_stub_and_non_tensor_are_rejected():
-    def stub(embeddings, labels, **kwargs):
-        raise NotImplementedError()
-
-    with pytest.raises(AssertionError, match="not implemented"):
-        lesson03.check_triplet_loss(stub)
-    with pytest.raises(AssertionError, match="scalar tensor"):
-        lesson03.check_triplet_loss(lambda e, l, **kw: 0.5)
-
-
 @pytest.mark.parametrize("wrong, diagnosis", [
     (lambda e, l, **kw: triplet(e, l, **kw, normalize=False), "not L2-normalised"),
     (lambda e, l, **kw: triplet(e, l, **kw, reduce=torch.mean), "over all triplets"),

@@ -24,16 +24,6 @@ def test_circle_check_catches_missing_detach_through_the_gradient():
         lesson04.check_circle_loss(lambda e, l, **kw: circle(e, l, **kw, detach=False))
 
 
-def test_stub_and_non_tensor_are_rejected():
-    def stub(embeddings, labels, **kwargs):
-        raise NotImplementedError()
-
-    with pytest.raises(AssertionError, match="not implemented"):
-        lesson04.check_circle_loss(stub)
-    with pytest.raises(AssertionError, match="scalar tensor"):
-        lesson04.check_circle_loss(lambda e, l, **kw: 0.5)
-
-
 def test_check_names_the_exact_mistake():
     with pytest.raises(AssertionError, match="exactly what you get if .*over all anchors"):
         lesson04.check_circle_loss(lambda e, l, **kw: circle(e, l, **kw, all_anchors=True))

@@ -81,7 +81,7 @@ def test_balanced_check_leaves_the_global_generators_alone():
 
 
 def test_balanced_check_rejects_a_fixed_seed_and_wrong_outputs():
-    fixed = lambda labels, m, b, n, t, seed: make_batches(labels, m, b, n, t, 0)  # noqa: E731
+    fixed = lambda labels, m, b, n, t, seed: make_batches(labels, m, b, n, t, 0)
     with pytest.raises(AssertionError, match="seeds 5 and 6 gave the same batches"):
         lesson06.check_balanced_batches(fixed)
     with pytest.raises(AssertionError, match="not implemented"):

@@ -55,7 +55,8 @@ def test_evidence_belongs_to_the_next_claim_only(capsys):
     assert claims.wins(0.50, 0.40) and claims.ties(0.41, 0.40)
     lesson.claim(FULL, True, "first")
     lesson.claim(FULL, False, "second")
-    assert claims.log()[0].evidence == ["0.500 − 0.400 = +0.100 (margin 0.030)", "0.410 − 0.400 = +0.010 (margin 0.030)"]
+    assert claims.log()[0].evidence == ["0.500 − 0.400 = +0.100 (margin 0.030)",
+                                        "0.410 − 0.400 = +0.010 (margin 0.030)"]
     assert claims.log()[1].evidence == []
     assert "0.500" not in capsys.readouterr().err
 

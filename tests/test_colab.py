@@ -1,7 +1,5 @@
 """The Colab badges and set-up cell, made from the repository URL in pyproject.toml."""
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -34,7 +32,7 @@ def test_sync_rewrites_badge_and_setup_cell(tmp_path):
 
 def test_setup_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(colab.setup_cell(NEW), {})  # noqa: S102 - our own template
+    exec(colab.setup_cell(NEW), {})  # our own template
     assert Path.cwd() == tmp_path and list(tmp_path.iterdir()) == []
 
 
@@ -47,4 +45,5 @@ def test_readme_badges_point_at_the_repository():
 def test_setup_cell_installs_only_the_base():
     """No extras on Colab: its own torch, Jupyter and ipywidgets stay (tests/test_packaging.py checks the base)."""
     source = colab.setup_cell(NEW)
-    assert '"pip", "install", "-q", "-e", "/content/course"]' in source and "[lab" not in source and "dev]" not in source
+    assert '"pip", "install", "-q", "-e", "/content/course"]' in source
+    assert "[lab" not in source and "dev]" not in source

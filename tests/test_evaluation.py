@@ -132,7 +132,7 @@ def test_metrics_table_shows_the_seed_spread():
 
 
 def test_metrics_table_shows_a_dash_where_a_row_lacks_a_metric_and_only_the_splits_asked():
-    run = lambda v: {"x": {"seen": {"p1": v, "map_r": v, "accuracy": v}, "unseen": {"p1": v, "map_r": v}},  # noqa: E731
+    run = lambda v: {"x": {"seen": {"p1": v, "map_r": v, "accuracy": v}, "unseen": {"p1": v, "map_r": v}},
                      "y": {"seen": {"p1": v, "map_r": v}, "unseen": {"p1": v, "map_r": v}}}
     from course_utils import lesson
     text = evaluation.metrics_table(lesson.mean_std([run(0.4), run(0.6)]), metrics=("accuracy", "p1", "map_r"))

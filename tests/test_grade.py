@@ -199,8 +199,9 @@ def test_lesson_01_zero_and_partial(tmp_path, monkeypatch):
     partial.cells[index] = solution
     (tmp_path / "partial").mkdir()
     nbformat.write(partial, tmp_path / "partial" / source.name)
-    proc = subprocess.Popen([sys.executable, "-m", "course_utils.instructor.grade", str(tmp_path / "partial" / source.name),
-                             "--json", str(tmp_path / "partial.json")], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "course_utils.instructor.grade",
+                             str(tmp_path / "partial" / source.name), "--json", str(tmp_path / "partial.json")],
+                            stdout=subprocess.PIPE, text=True)
     # meanwhile, the untouched student copy in this process, keeping the executed cells to inspect
     monkeypatch.setenv("COURSE_QUICK", "1")
     instructor = nbformat.read(source, as_version=4)

@@ -31,7 +31,7 @@ def test_joint_loss_is_the_weighted_sum_and_skips_zero_weights():
     assert torch.isclose(joint.joint_loss(embeddings, logits, labels, metric_loss, miner, 0.3), 0.3 * metric + ce)
     assert torch.isclose(joint.joint_loss(embeddings, logits, labels, metric_loss, miner, 1.0, 0.0), metric)
     called = []
-    spy = lambda *args: called.append(1)  # noqa: E731
+    spy = lambda *args: called.append(1)
     assert torch.isclose(joint.joint_loss(embeddings, logits, labels, metric_loss, spy, 0.0), ce)
     assert not called, "a term of weight 0 is not computed"
 
@@ -79,7 +79,7 @@ def test_accuracy_counts_the_argmax_of_the_logits():
 
 
 def mean_table():
-    row = lambda m, s: {"map_r": m, "map_r_std": s}  # noqa: E731
+    row = lambda m, s: {"map_r": m, "map_r_std": s}
     return {"a": {"seen": row(0.70, 0.01)}, "b": {"seen": row(0.68, 0.01)}, "c": {"seen": row(0.60, 0.04)},
             "d": {"seen": row(0.64, 0.06)}}
 
@@ -94,7 +94,7 @@ def test_winner_ranks_and_asks_lesson_wins():
 
 
 def test_choose_recipe_applies_the_rule_in_order():
-    row = lambda p1, m, seen: {  # noqa: E731
+    row = lambda p1, m, seen: {
         "seen": {"map_r": seen, "map_r_std": 0.01},
         "unseen": {"p1": p1, "p1_std": 0.005, "map_r": m, "map_r_std": 0.005}}
     recipes = {"metric": (1.0, 0.0), "ce": (0.0, 1.0), "joint": (0.1, 1.0)}

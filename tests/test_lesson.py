@@ -81,7 +81,7 @@ def test_cached_computes_once_per_recipe_in_full_mode(tmp_path, monkeypatch):
     (tmp_path / "notebooks").mkdir()
     monkeypatch.setenv("COURSE_ROOT", str(tmp_path))
     calls = []
-    compute = lambda: calls.append(1) or {"value": len(calls)}  # noqa: E731
+    compute = lambda: calls.append(1) or {"value": len(calls)}
     assert lesson.cached(FULL, "t", {"a": 1}, compute) == {"value": 1}
     assert lesson.cached(FULL, "t", {"a": 1}, compute) == {"value": 1}
     assert lesson.cached(FULL, "t", {"a": 2}, compute) == {"value": 2}
@@ -192,7 +192,8 @@ def test_cache_key_follows_a_notebook_function_that_compute_calls(tmp_path):
     ``train_and_test_samplers``): editing that function's body changes the key, other code of the module does not."""
     import shutil
     from pathlib import Path
-    shutil.copytree(Path(lesson.__file__).parent, tmp_path / "course_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(lesson.__file__).parent, tmp_path / "course_utils",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     notebook = tmp_path / "notebook_cell.py"
 
     def key_with(body, other="x = 1"):
@@ -249,7 +250,7 @@ def test_compare_trains_every_seed_and_reports_mean_and_spread():
 
 
 def test_class_split_data_uses_the_given_classes(monkeypatch):
-    images = lambda seed: torch.randn(40, 1, 28, 28, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    images = lambda seed: torch.randn(40, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
     fake = {split: TensorDataset(images(seed), torch.arange(40) % 10) for seed, split in enumerate(("train", "test"))}
     monkeypatch.setattr(data, "fashion_mnist", fake.__getitem__)
     budget = lesson.replace(lesson.QUICK, train_per_class=2, valid_per_class=1, eval_per_class=3)

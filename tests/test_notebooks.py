@@ -27,7 +27,8 @@ def test_committed_without_outputs(path):
     """Strict nbval compares stored outputs; the executed copies live in build/, so none are committed."""
     for cell in load(path).cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: run `git restore` or clear outputs"
+            assert cell.outputs == [] and cell.execution_count is None, \
+                f"{path.name}: run `git restore` or clear outputs"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -49,7 +50,7 @@ def test_skeleton(path):
 def test_code_cells_are_short(path):
     for cell in load(path).cells:
         if cell.cell_type == "code" and colab.SETUP_TAG not in cell.metadata.get("tags", []):
-            assert len(cell.source.splitlines()) <= 30, cell.source[:80]
+            assert len(cell.source.splitlines()) <= 40, cell.source[:80]
 
 
 def exercise_cells(nb):
@@ -140,7 +141,8 @@ def test_imports_only_in_the_set_up_cell():
     for path in NOTEBOOKS:
         for source in code_cells(path):
             if "setup(seed=" not in source:
-                assert not re.search(r"^(import|from) \w", source, re.M), f"{path.name}: import outside set-up:\n{source}"
+                assert not re.search(r"^(import|from) \w", source, re.M), \
+                    f"{path.name}: import outside set-up:\n{source}"
 
 
 def claim_text(node) -> str:

@@ -7,7 +7,7 @@ import pytest
 from own_images_folders import write_folder
 
 from course_utils import training
-from course_utils.own_images import cli, train
+from course_utils.own_images import cli
 
 TINY = ["--trunk", "resnet18", "--size", "16", "--weights", "none", "--batch-size", "8", "--embedding-dim", "16"]
 

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from course_utils import joint, models
+from course_utils import models
 from course_utils.own_images import network
 
 

@@ -4,7 +4,7 @@ import torch
 from own_images_folders import write_folder
 from pytorch_metric_learning import losses, miners, samplers
 
-from course_utils import joint, models
+from course_utils import models
 from course_utils.own_images import folder, network, train
 from course_utils.session import seed_everything
 

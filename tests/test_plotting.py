@@ -61,7 +61,7 @@ def test_retrieval_grid_of_files_with_unknown_query_classes(tmp_path):
         paths.append(tmp_path / f"{i}.png")
         Image.new("RGB", (20, 30), color).save(paths[-1])
     opened = []
-    load = lambda path: (opened.append(path), Image.open(path).convert("RGB"))[1]  # noqa: E731
+    load = lambda path: (opened.append(path), Image.open(path).convert("RGB"))[1]
     fig = plotting.retrieval_grid(paths[:1], None, paths, torch.tensor([0, 1, 1]), torch.tensor([[2, 0]]), NAMES,
                                   distances=torch.tensor([[0.05, 0.5]]), load=load)
     assert opened == [paths[0], paths[2], paths[0]]
@@ -132,7 +132,8 @@ def test_circle_pair_loss_matches_pml(s_p, s_n):
     a = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
     p = torch.tensor([s_p, math.sqrt(1 - s_p ** 2), 0.0], dtype=torch.float64)
     n = torch.tensor([s_n, 0.0, math.sqrt(1 - s_n ** 2)], dtype=torch.float64)
-    per_anchor = CircleLoss(m=0.25, gamma=32, reducer=DoNothingReducer())(torch.stack([a, p, n]), torch.tensor([0, 0, 1]))
+    circle = CircleLoss(m=0.25, gamma=32, reducer=DoNothingReducer())
+    per_anchor = circle(torch.stack([a, p, n]), torch.tensor([0, 0, 1]))
     pml = per_anchor["loss"]["losses"][0].item()  # anchor a: its positive p, its negative n
     assert plotting.circle_pair_loss(s_p, s_n, m=0.25, gamma=32).item() == pytest.approx(pml, rel=1e-5)
 

@@ -51,7 +51,8 @@ def test_a_record_shows_as_one_line(tmp_path):
 
 def test_markdown_table_pairs_each_mean_with_its_spread():
     everything = {"02": {"contrastive seen p1": 0.88, "contrastive seen p1_std": 0.005, "contrastive seen map_r": 0.68,
-                         "contrastive unseen p1": 0.91, "contrastive unseen map_r": 0.39, "raw pixels unseen map_r": 0.46,
+                         "contrastive unseen p1": 0.91, "contrastive unseen map_r": 0.39,
+                         "raw pixels unseen map_r": 0.46,
                          "wall_time_s": 12.0, "ddp loss_ratio": 2.0},
                   "09": {"wall_time_s": 3.0}}
     lines = results.markdown_table(everything).splitlines()

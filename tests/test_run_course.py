@@ -29,7 +29,8 @@ def test_runner_saves_notebooks_html_and_results(tmp_path):
     assert run.returncode == 1
     assert "02_bad.ipynb" in run.stdout and "FAILED" in run.stdout and "broken lesson" in run.stdout
     failed = nbformat.read(out / "02_bad.ipynb", as_version=4)  # saved up to its error, for the instructor to read
-    assert failed.cells[0].outputs[0]["output_type"] == "error" and "broken lesson" in failed.cells[0].outputs[0]["evalue"]
+    error = failed.cells[0].outputs[0]
+    assert error["output_type"] == "error" and "broken lesson" in error["evalue"]
     assert "01_good.ipynb" in run.stdout and " ok" in run.stdout
     assert (out / "01_good.html").is_file()
     executed = nbformat.read(out / "01_good.ipynb", as_version=4)
@@ -74,6 +75,7 @@ def test_course_script_explains_its_commands():
 
 def test_saved_notebooks_drop_progress_bars_only():
     import nbformat
+
     from course_utils.instructor.run_course import drop_progress_bars
 
     bar = nbformat.v4.new_output("display_data", data={

@@ -93,7 +93,7 @@ def epochs_of(loader, num_epochs=2):
 
 
 def test_seeded_loader_is_reproducible_and_leaves_numpy_alone():
-    make = lambda seed: sampling.m_per_class_loader(toy_set(), 2, 6, 40, seed)  # noqa: E731
+    make = lambda seed: sampling.m_per_class_loader(toy_set(), 2, 6, 40, seed)
     np.random.seed(0)
     state = np.random.get_state()[1].copy()
     first = epochs_of(make(0))
@@ -170,7 +170,7 @@ def test_class_balanced_batches_structure_and_frequencies():
 
 def test_class_balanced_sampler_epochs():
     labels = toy_set().tensors[1]
-    make = lambda: sampling.ClassBalancedSampler(labels, 2, 6, 40, t=0.5, seed=3)  # noqa: E731
+    make = lambda: sampling.ClassBalancedSampler(labels, 2, 6, 40, t=0.5, seed=3)
     sampler = make()
     assert len(sampler) == 36
     first, second = list(sampler), list(sampler)

@@ -37,7 +37,7 @@ def test_fit_returns_history_and_learns():
 
 
 def test_same_seed_gives_identical_metrics():
-    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]
     assert strip(run(1)) == strip(run(1))
     assert strip(run(1)) != strip(run(2))
 
@@ -79,10 +79,10 @@ def test_on_batch_sees_every_batch_before_the_step():
 def plain_loop(model, loss_func, mining_func, device, train_loader, optimizer):
     """PML's example notebooks' ``train``, as lesson 02 writes it out: the oracle ``fit`` must equal."""
     model.train()
-    for data, labels in train_loader:
-        data, labels = data.to(device), labels.to(device)
+    for images, labels in train_loader:
+        images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad()
-        embeddings = model(data)
+        embeddings = model(images)
         indices_tuple = mining_func(embeddings, labels)
         loss = loss_func(embeddings, labels, indices_tuple)
         loss.backward()
@@ -131,7 +131,7 @@ def test_callbacks_are_called_in_order():
     loader = data.make_loader(toy_dataset(32), batch_size=16, seed=0)  # two batches
     training.fit(model, losses.ContrastiveLoss(), torch.optim.SGD(model.parameters(), lr=0.1), loader, "cpu", 2,
                  callbacks=[recorder], progress=False)
-    epoch = lambda e: [("before_epoch", e)] + [("after_forward", e), ("after_step", e)] * 2 + [("after_epoch", e)]  # noqa: E731
+    epoch = lambda e: [("before_epoch", e)] + [("after_forward", e), ("after_step", e)] * 2 + [("after_epoch", e)]
     assert recorder.calls == [("before_fit", 0), *epoch(1), *epoch(2), ("after_fit", 2)]
 
 

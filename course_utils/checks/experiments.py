@@ -18,17 +18,22 @@ def check_experiment(experiment, *args, methods, splits=("seen", "unseen"), seed
 def check_results_table(table, methods, splits=("seen", "unseen")) -> None:
     """Experiment exercises (lessons 02-04): ``table`` is a results table ``{method: {split: {"p1", "r_precision",
     "map_r"}}}`` holding the requested methods and splits, as ``lesson.results_table`` returns it."""
-    assert isinstance(table, dict), f"Return a results table (a dict), not {type(table).__name__}: use lesson.results_table."
+    assert isinstance(table, dict), \
+        f"Return a results table (a dict), not {type(table).__name__}: use lesson.results_table."
     missing = [m for m in methods if m not in table]
-    assert not missing, f"The table has no row {missing[0]!r}; its rows are {list(table)}. Name the model {missing[0]!r}."
+    assert not missing, \
+        f"The table has no row {missing[0]!r}; its rows are {list(table)}. Name the model {missing[0]!r}."
     for method in methods:
         row = table[method]
-        assert isinstance(row, dict) and all(split in row for split in splits), \
-            f"Row {method!r} should have the test sets {list(splits)}, it has {list(row) if isinstance(row, dict) else row}."
+        assert isinstance(row, dict) and all(split in row for split in splits), (
+            f"Row {method!r} should have the test sets {list(splits)}, "
+            f"it has {list(row) if isinstance(row, dict) else row}.")
         for split in splits:
             metrics = row[split]
             absent = [m for m in evaluation.METRICS if m not in metrics]
-            assert not absent, f"{method!r}, {split}: the metric {absent[0]!r} is missing (keys: p1, r_precision, map_r)."
+            assert not absent, \
+                f"{method!r}, {split}: the metric {absent[0]!r} is missing (keys: p1, r_precision, map_r)."
             bad = {m: metrics[m] for m in evaluation.METRICS if not 0 <= float(metrics[m]) <= 1}
             assert not bad, f"{method!r}, {split}: retrieval metrics lie in [0, 1], got {bad}."
-    print(f"✓ the table holds {', '.join(map(repr, methods))} on {', '.join(splits)}: now compare it with your prediction.")
+    print(f"✓ the table holds {', '.join(map(repr, methods))} on {', '.join(splits)}: "
+          "now compare it with your prediction.")

@@ -28,7 +28,7 @@ def _rule(mat, labels, epsilon, reverse=False, include_self=False, per_anchor=Tr
         keep_n, keep_p = mat < hard_p - sign * epsilon, mat > hard_n + sign * epsilon
     else:
         keep_n, keep_p = mat > hard_p - sign * epsilon, mat < hard_n + sign * epsilon
-    as_set = lambda mask: set(map(tuple, mask.nonzero().tolist()))  # noqa: E731
+    as_set = lambda mask: set(map(tuple, mask.nonzero().tolist()))
     return as_set(keep_p & pos), as_set(keep_n & neg)
 
 

@@ -62,7 +62,8 @@ def check_balanced_batches(balanced_batches) -> None:
         target = sampling.inclusion_probabilities(counts, k, t)
         tolerance = 4.5 * (target * (1 - target) / num_batches).sqrt() + 0.01
         if ((drawn - target).abs() > tolerance).any():
-            message = (f"with t={t}, the fraction of batches holding each class is {[round(v, 3) for v in drawn.tolist()]} "
+            message = (f"with t={t}, the fraction of batches holding each class is "
+                       f"{[round(v, 3) for v in drawn.tolist()]} "
                        f"(class sizes {counts.tolist()}); expected {[round(v, 3) for v in target.tolist()]}.")
             for wrong_t, mistake in ((1.0, "the class probability is ∝ count, not count ** t"),
                                      (0.0, "the classes are drawn uniformly: t is ignored")):

@@ -60,7 +60,7 @@ def _mistakes(metric_loss, miner, weight):
         joint.joint_loss(embeddings, logits, labels, metric_loss, miner, weight).backward()
         optimizer.step()
 
-    metric = lambda e, y: metric_loss(e, y, miner(e, y))  # noqa: E731
+    metric = lambda e, y: metric_loss(e, y, miner(e, y))
     return {
         "the metric loss is computed on the logits instead of the embeddings":
             step(lambda e, z, y: weight * metric(z, y) + F.cross_entropy(z, y)),

@@ -32,10 +32,15 @@ def badge(notebook_name: str, url: str) -> str:
 def setup_cell(url: str) -> str:
     """Source of the first code cell: on Colab, clone and install the course; elsewhere, nothing."""
     return f'''# On Colab only: fetch the course (helper package + data) and install it. Elsewhere this does nothing.
-import os, subprocess, sys
+import os
+import subprocess
+import sys
+
 if "google.colab" in sys.modules:
     if not os.path.isdir("/content/course"):
-        subprocess.run(["git", "clone", "--depth", "1", "{url}.git", "/content/course"], check=True)
+        subprocess.run(["git", "clone", "--depth", "1",
+                        "{url}.git",
+                        "/content/course"], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/course"], check=True)
     sys.path.insert(0, "/content/course")
     os.chdir("/content/course/notebooks")'''

@@ -72,7 +72,7 @@ def recover_solutions(submission, instructor):
 def prepare(submission, instructor):
     """The submission with every check cell replaced by (or, if deleted, re-inserted from) the instructor's."""
     nb = nbformat.from_dict(submission)
-    ids = lambda: [grading(c).get("grade_id") for c in nb.cells]  # noqa: E731
+    ids = lambda: [grading(c).get("grade_id") for c in nb.cells]
     for check, solution_id in checks_with_exercises(instructor):
         grade_id = grading(check)["grade_id"]
         if grade_id in ids():
@@ -210,7 +210,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ["COURSE_QUICK"] = "0" if args.full else "1"
-    os.environ[claims.STRICT_ENV] = "1" if args.full else "0"  # full mode grades on the course's claims, as course.py run
+    # full mode grades on the course's claims, as course.py run does
+    os.environ[claims.STRICT_ENV] = "1" if args.full else "0"
     tasks, skipped = [], []
     for path in collect(args.submissions):
         if (args.source / path.name).is_file():

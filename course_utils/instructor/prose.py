@@ -5,8 +5,9 @@
 A number in a markdown cell with two or more decimals (``0.452``, ``+0.041``, ``0.410 ± 0.013``) is a measurement
 the reader will compare with their screen. It passes when an output of the same executed notebook prints it (to
 the prose's precision, sign aside: "ahead by 0.041" matches a printed ``+0.041``), when a code cell of the
-notebook writes it (a setting such as ``margin=0.05``), when it is the course's noise margin (0.03), or when the text marks it as approximate ("about 0.45",
-"≈ 0.45", "~0.45"), a precision it keeps on another machine. Inline code, math and links are not prose.
+notebook writes it (a setting such as ``margin=0.05``), when it is the course's noise margin (0.03), or when the
+text marks it as approximate ("about 0.45", "≈ 0.45", "~0.45"), a precision it keeps on another machine. Inline
+code, math and links are not prose.
 """
 import argparse
 import re
@@ -69,7 +70,8 @@ CONSTANTS = (NOISE,)  # the course's own rule, which every lesson may quote
 def backed(token: str, printed: list) -> bool:
     """Whether ``printed`` (number tokens) holds ``token``'s value at ``token``'s precision."""
     value, places = _value(token), _decimals(token)
-    return value in CONSTANTS or any(round(_value(p), places) == round(value, places) for p in printed if _decimals(p) >= places)
+    return value in CONSTANTS or any(round(_value(p), places) == round(value, places)
+                                     for p in printed if _decimals(p) >= places)
 
 
 def quoted_numbers(markdown: str):

@@ -12,9 +12,9 @@ def share_cores(jobs: int) -> None:
 
     Measured on 2 cores, one training step of the lessons' network: two kernels whose threads spin wait for each
     other, each at a sixth of one kernel's speed alone (a third together); with sleeping threads the two together
-    train at about 1.2 times one kernel's speed, and a kernel alone loses 15-20%. Each kernel keeps torch's default number of
-    threads, so it computes the numbers it computes alone (fewer threads would split sums differently and change
-    the last digits of every training run)."""
+    train at about 1.2 times one kernel's speed, and a kernel alone loses 15-20%. Each kernel keeps torch's default
+    number of threads, so it computes the numbers it computes alone (fewer threads would split sums differently and
+    change the last digits of every training run)."""
     if jobs > 1:
         os.environ.setdefault(WAIT_POLICY, "PASSIVE")
 

@@ -20,7 +20,7 @@ import torch
 from pytorch_metric_learning import losses, miners, samplers
 from torch import nn
 
-from .. import evaluation, joint, models
+from .. import evaluation, models
 from ..session import pick_device, seed_everything
 from . import folder, index, network, train
 
