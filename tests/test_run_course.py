@@ -108,9 +108,11 @@ def test_full_runs_are_strict_and_check_the_prose(tmp_path):
     assert nbformat.read(out / "02_quoted.ipynb", as_version=4).metadata["course_run"] == {"quick": False}
 
 
-def test_the_capstone_starts_first_and_the_rest_in_lesson_order():
-    from course_utils.instructor.run_course import start_order
+def test_the_capstone_runs_alone_first_and_the_rest_in_lesson_order():
+    from course_utils.instructor.run_course import batches
 
     names = ["00_course_setup", "02_contrastive_loss", "04_beyond_triplets", "08_capstone_benchmark", "10_own_images"]
-    order = start_order([Path(f"notebooks/{n}.ipynb") for n in names])
-    assert [p.stem for p in order] == [names[3], names[0], names[1], names[2], names[4]]
+    groups = batches([Path(f"notebooks/{n}.ipynb") for n in names], jobs=2)
+    assert [([p.stem for p in group], jobs) for group, jobs in groups] == [
+        ([names[3]], 1), ([names[0], names[1], names[2], names[4]], 2)]
+    assert [jobs for _, jobs in batches([Path("notebooks/01_embeddings.ipynb")], jobs=2)] == [2]  # no capstone
