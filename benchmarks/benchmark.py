@@ -31,7 +31,7 @@ from course_utils import evaluation
 # The options that default by device type; an option given on the command line wins.
 PRESETS = {
     "cpu": {"amp": "none", "compile": "off", "device_variants": False, "device_batch_sizes": (),
-            "retrieval_sizes": (10_000, 100_000), "matmul_size": 2048, "conv_batch": 256},
+            "retrieval_sizes": (10_000, 30_000), "matmul_size": 2048, "conv_batch": 256},
     "cuda": {"amp": "bf16", "compile": "on", "device_variants": True, "device_batch_sizes": (1024,),
              "retrieval_sizes": (10_000, 100_000, 1_000_000), "matmul_size": 8192, "conv_batch": 4096},
 }
@@ -54,7 +54,7 @@ class Config:
     amp: str = "none"
     compile: str = "off"
     compile_mode: str | None = None
-    retrieval_sizes: tuple = (10_000, 100_000)
+    retrieval_sizes: tuple = (10_000, 30_000)
     retrieval_dim: int = 128
     retrieval_class_size: int = 1000
     retrieval_distance: str = "euclidean"
@@ -99,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", choices=["auto", "on", "off"],
                    help="course_device_compiled; auto (default): on for a GPU")
     p.add_argument("--compile-mode", default=None, help="torch.compile's mode, e.g. reduce-overhead")
-    p.add_argument("--retrieval-sizes", type=int, nargs="*", help="default: 10000 100000 (cpu), 10000 100000 "
+    p.add_argument("--retrieval-sizes", type=int, nargs="*", help="default: 10000 30000 (cpu), 10000 100000 "
                    "1000000 (cuda)")
     p.add_argument("--retrieval-dim", type=int, default=128)
     p.add_argument("--retrieval-class-size", type=int, default=1000,

@@ -87,7 +87,7 @@ def test_table_prints_every_part(tiny_run):
 def test_configuration_is_built_once_from_the_presets():
     cpu, cuda = benchmark.config_from(["--device", "cpu"]), benchmark.config_from(["--device", "cuda"])
     assert (cpu.amp, cpu.compile, cpu.device_variants, cpu.device_batch_sizes) == ("none", "off", False, ())
-    assert cpu.retrieval_sizes == (10_000, 100_000) and (cpu.matmul_size, cpu.conv_batch) == (2048, 256)
+    assert cpu.retrieval_sizes == (10_000, 30_000) and (cpu.matmul_size, cpu.conv_batch) == (2048, 256)
     assert (cuda.amp, cuda.compile, cuda.device_variants, cuda.device_batch_sizes) == ("bf16", "on", True, (1024,))
     assert cuda.retrieval_sizes == (10_000, 100_000, 1_000_000) and cuda.matmul_size == 8192
     given = benchmark.config_from(["--device", "cuda", "--amp", "none", "--compile", "auto", "--device-batch-sizes",

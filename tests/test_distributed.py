@@ -103,8 +103,9 @@ def test_the_wrapped_miner_check_fails_a_miner_that_keeps_every_pair(checked):
 def test_ddp_applies_the_one_process_gradient_with_the_wrappers(checked):
     batch, net, ranks = checked
     reference = one_process(net, batch)["gradient"]
+    # float32 sums in another order differ by up to about 1e-5 (seen: 1.2e-5); a wrong gradient by more than 0.1
     for r in ranks:
-        assert distributed.relative_difference(r["wrapped"]["gradient"], reference) < 1e-5
+        assert distributed.relative_difference(r["wrapped"]["gradient"], reference) < 1e-4
 
 
 def test_without_the_wrappers_each_process_sees_only_its_own_pairs(checked):
@@ -114,7 +115,7 @@ def test_without_the_wrappers_each_process_sees_only_its_own_pairs(checked):
     for r, share in zip(ranks, shares):
         assert r["unwrapped"]["loss"] == pytest.approx(share["loss"], rel=1e-5)
         assert r["unwrapped"]["pairs"] == share["pairs"]
-        assert distributed.relative_difference(r["unwrapped"]["gradient"], mean_gradient) < 1e-5
+        assert distributed.relative_difference(r["unwrapped"]["gradient"], mean_gradient) < 1e-4
         assert distributed.relative_difference(r["unwrapped"]["gradient"], one_process(net, batch)["gradient"]) > 1e-3
     assert sum(s["pairs"][1] for s in shares) < one_process(net, batch)["pairs"][1]
 
