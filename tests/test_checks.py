@@ -81,6 +81,19 @@ def test_no_module_imports_another_modules_private_name():
         assert not private, f"{path.relative_to(COURSE_UTILS)} imports {private}"
 
 
+def test_no_module_uses_another_modules_private_name():
+    """Nor reads one as an attribute: ``lesson._BestEpoch`` from another module of the package."""
+    for path in COURSE_UTILS.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                   and (node.level or (node.module or "").startswith("course_utils")) for alias in node.names
+                   if (COURSE_UTILS / f"{alias.name}.py").is_file() or (COURSE_UTILS / alias.name).is_dir()}
+        used = [f"{node.value.id}.{node.attr}" for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")]
+        assert not used, f"{path.relative_to(COURSE_UTILS)} uses {used}"
+
+
 @pytest.mark.parametrize("lesson, name", [("lesson02", "check_contrastive_loss"), ("lesson03", "check_triplet_loss"),
                                           ("lesson04", "check_circle_loss")])
 def test_a_loss_check_rejects_a_stub_and_a_non_tensor(lesson, name):
