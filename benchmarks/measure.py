@@ -3,9 +3,11 @@
 A timed phase is a function ``step()`` (one training epoch, one pass over the test images, one matrix product).
 ``calibrate`` grows the number of calls per measurement until one measurement lasts at least ``min_seconds`` (its
 calls double as warm-up); ``compare`` then measures each phase ``rounds`` times, the phases taking turns (round 1
-of every phase, then round 2, ...), so that a machine that slows down for a while slows every phase alike. Each
-reported time is the median of the rounds, with the spread (min, quartiles, max); each ratio between two phases is
-taken round by round (round i against round i) and reported as the median and spread of those ratios.
+of every phase, then round 2, ...), so that a machine that slows down for a while slows every phase alike. A round
+makes the calibrated number of calls, and more if they ended before ``min_seconds`` (the machine was slower while
+calibrating), so that every measurement lasts at least ``min_seconds``. Each reported time is the median over the
+rounds of the seconds per call, with the spread (min, quartiles, max); each ratio between two phases is taken
+round by round (round i against round i) and reported as the median and spread of those ratios.
 """
 import gc
 import math
@@ -75,6 +77,22 @@ def time_calls(fn, repeats: int, clock=time.perf_counter, sync=no_sync) -> float
     return clock() - start
 
 
+def measure_calls(fn, repeats: int, min_seconds: float = 0.0, clock=time.perf_counter, sync=no_sync) -> tuple:
+    """``repeats`` calls of ``fn()``, then more, one at a time, until they have lasted ``min_seconds``; returns
+    ``(calls, seconds)``."""
+    sync()
+    start = clock()
+    for _ in range(repeats):
+        fn()
+    sync()
+    calls, seconds = repeats, clock() - start
+    while seconds < min_seconds:
+        fn()
+        sync()
+        calls, seconds = calls + 1, clock() - start
+    return calls, seconds
+
+
 def calibrate(fn, min_seconds: float = MIN_SECONDS, clock=time.perf_counter, sync=no_sync,
               max_repeats: int = 1_000_000) -> tuple:
     """The number of calls of ``fn`` that one measurement needs to last at least ``min_seconds``.
@@ -96,21 +114,22 @@ def compare(steps: dict, rounds: int = ROUNDS, min_seconds: float = MIN_SECONDS,
             clock=time.perf_counter, sync=None) -> dict:
     """Measure every ``{name: step}`` ``rounds`` times, taking turns, after calibrating each.
 
-    Returns ``{name: {"repeats", "calibration", "seconds" (per call, one per round), "measurement_s",
+    Returns ``{name: {"repeats", "calibration", "calls", "seconds" (per call, one per round), "measurement_s",
     "peak_rss_mb", "start_rss_mb", "peak_rss_is_lifetime", ["peak_cuda_mb"]}}``: the memory peak is the highest
     over the rounds, each round's high-water mark reset where Linux allows."""
     if rounds < 1:
         raise ValueError("rounds must be at least 1")
     sync = sync or device_sync(device or torch.device("cpu"))
     plan = {name: calibrate(step, min_seconds, clock, sync) for name, step in steps.items()}
-    out = {name: {"repeats": repeats, "calibration": [list(t) for t in tries], "seconds": [], "measurement_s": []}
-           for name, (repeats, tries) in plan.items()}
+    out = {name: {"repeats": repeats, "calibration": [list(t) for t in tries], "calls": [], "seconds": [],
+                  "measurement_s": []} for name, (repeats, tries) in plan.items()}
     for _ in range(rounds):
         for name, step in steps.items():
             with Memory(device) as memory:
-                seconds = time_calls(step, out[name]["repeats"], clock, sync)
+                calls, seconds = measure_calls(step, out[name]["repeats"], min_seconds, clock, sync)
+            out[name]["calls"].append(calls)
             out[name]["measurement_s"].append(seconds)
-            out[name]["seconds"].append(seconds / out[name]["repeats"])
+            out[name]["seconds"].append(seconds / calls)
             memory.merge_into(out[name])
     return out
 
@@ -118,12 +137,12 @@ def compare(steps: dict, rounds: int = ROUNDS, min_seconds: float = MIN_SECONDS,
 def rate_row(timing: dict, work: float, per: str = "images", **extra) -> dict:
     """One row from one phase's ``compare`` result, ``work`` (images, FLOPs, ...) done by each call:
     ``seconds`` and ``{per}_per_s`` as medians over the rounds, each with its spread, the rounds themselves under
-    ``rounds``, the repeat count, and the memory peaks."""
+    ``rounds`` (with the calls each made), the repeat count, and the memory peaks."""
     rates = [work / s for s in timing["seconds"]]
     row = {per: work, "seconds": statistics.median(timing["seconds"]), "seconds_spread": spread(timing["seconds"]),
            f"{per}_per_s": statistics.median(rates), f"{per}_per_s_spread": spread(rates),
            "repeats": timing["repeats"], "measurement_s": summary(timing["measurement_s"]),
-           "rounds": {"seconds": timing["seconds"], f"{per}_per_s": rates}}
+           "rounds": {"seconds": timing["seconds"], f"{per}_per_s": rates, "calls": timing["calls"]}}
     row.update({k: timing[k] for k in ("peak_rss_mb", "start_rss_mb", "peak_rss_is_lifetime", "peak_cuda_mb")
                 if k in timing})
     return row | extra

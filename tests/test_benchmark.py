@@ -198,7 +198,8 @@ def test_compare_takes_turns_and_reports_medians_and_paired_ratios():
     in_rounds = log[calibration_calls + sum(r for r, _ in timings["slow"]["calibration"]):]
     turns = [name for i, name in enumerate(in_rounds) if i == 0 or in_rounds[i - 1] != name]
     assert turns == ["fast", "slow"] * 5  # round by round, the phases taking turns
-    assert len(in_rounds) == 5 * (timings["fast"]["repeats"] + timings["slow"]["repeats"])
+    assert len(in_rounds) == 5 * (timings["fast"]["repeats"] + timings["slow"]["repeats"])  # none topped up
+    assert timings["fast"]["calls"] == [r_fast] * 5
     assert all(m >= 1.0 - 1e-9 for name in timings for m in timings[name]["measurement_s"])
 
     fast_row, slow_row = (measure.rate_row(timings[name], 100, "images") for name in ("fast", "slow"))
@@ -214,6 +215,22 @@ def test_compare_takes_turns_and_reports_medians_and_paired_ratios():
     assert ratio["spread"]["min"] == pytest.approx(5.0) and ratio["spread"]["max"] == pytest.approx(5.0)
     unpaired = fast_row["images_per_s_spread"]["min"] / slow_row["images_per_s_spread"]["max"]
     assert unpaired == pytest.approx(2.5)  # what dividing unpaired extremes would have claimed
+
+
+def test_a_round_tops_up_its_calls_when_the_calibration_was_slow():
+    """Calibrated while the machine was slow (0.5 s a call for four calls), the phase then runs at 0.1 s a call:
+    each round makes more calls than calibrated, so that every measurement still lasts min_seconds."""
+    clock, calls = FakeClock(), []
+
+    def step():
+        clock.now += 0.5 if len(calls) < 4 else 0.1
+        calls.append(1)
+
+    timing = measure.compare({"phase": step}, rounds=5, min_seconds=1.0, clock=clock)["phase"]
+    assert timing["repeats"] == 3 and len(calls) == 4 + sum(timing["calls"])
+    assert all(c > timing["repeats"] for c in timing["calls"]) and min(timing["measurement_s"]) >= 1.0
+    assert timing["seconds"] == pytest.approx([0.1] * 5)
+    assert measure.measure_calls(step, 2, 0.0, clock) == (2, pytest.approx(0.2))  # no minimum: the calls asked
 
 
 def test_ratios_are_paired_round_by_round_not_medians_divided():
