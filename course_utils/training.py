@@ -202,3 +202,35 @@ def save_checkpoint(path, model, optimizer, history) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "history": history}
     torch.save(state, path.with_suffix(".tmp"))
     os.replace(path.with_suffix(".tmp"), path)
+
+
+class Autocast(Callback):
+    """Mixed precision (``torch.autocast``, bfloat16 by default: no loss scaling needed): each forward pass runs in
+    autocast, the loss, backward pass and step in float32 on float32 outputs (lesson 10's command on CUDA). Give it
+    before any callback that evaluates after an epoch, so evaluation runs in full precision."""
+
+    def __init__(self, device_type: str = "cuda", dtype=torch.bfloat16):
+        self.device_type, self.dtype, self.context = device_type, dtype, None
+
+    def enter(self):
+        self.context = torch.autocast(self.device_type, dtype=self.dtype)
+        self.context.__enter__()
+
+    def leave(self):
+        if self.context is not None:
+            self.context.__exit__(None, None, None)
+            self.context = None
+
+    def before_epoch(self, run):
+        self.enter()
+
+    def after_forward(self, run):
+        self.leave()
+        outputs = run.outputs
+        run.outputs = tuple(o.float() for o in outputs) if isinstance(outputs, tuple) else outputs.float()
+
+    def after_step(self, run):
+        self.enter()
+
+    def after_epoch(self, run):
+        self.leave()

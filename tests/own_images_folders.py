@@ -5,11 +5,12 @@ import numpy as np
 from PIL import Image
 
 
-def write_folder(root, classes=6, per_class=6, size=16, seed=0) -> Path:
-    """``classes`` sub-folders ``c0, c1, ...`` of ``per_class`` noisy RGB PNG files of one hue each."""
+def write_folder(root, classes=6, per_class=6, size=16, seed=0, first=0) -> Path:
+    """``classes`` sub-folders ``c0, c1, ...`` (from ``c{first}``) of ``per_class`` noisy RGB PNG files of one hue
+    each; another ``seed`` draws other images of the same classes."""
     rng = np.random.default_rng(seed)
     root = Path(root)
-    for c in range(classes):
+    for c in range(first, first + classes):
         (root / f"c{c}").mkdir(parents=True, exist_ok=True)
         colour = np.array([(c * 97) % 256, (c * 53 + 80) % 256, (c * 31 + 160) % 256])
         for i in range(per_class):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from own_images_folders import write_folder
 
 from course_utils import training
@@ -27,10 +28,11 @@ def trained(tmp_path_factory):
 def test_train_writes_the_run_folder(trained):
     _, run = trained
     assert {p.name for p in run.iterdir()} >= {"model.pt", "index.faiss", "gallery.json", "recipe.json",
-                                               "checkpoint.pt"}
+                                               "checkpoint.pt", "model.ts", "calibration.json"}
     record = json.loads((run / "recipe.json").read_text())
     assert record["recipe"]["trunk"] == "resnet18" and len(record["history"]) == 1
-    assert set(record["baseline"]) == set(record["trained"]) == {"p1", "r_precision", "map_r"}
+    assert set(record["baseline"]) == set(record["trained"]) == {"p1", "r_precision", "map_r", "mean_cos"}
+    assert [row["selected"] for row in record["history"]] == [True]  # chosen on the validation images
 
 
 def test_search_puts_a_training_image_of_the_query_class_first(trained, capsys, tmp_path):
@@ -84,3 +86,36 @@ def test_python_dash_m_runs_the_command():
     out = subprocess.run([sys.executable, "-m", "course_utils.own_images", "train", "--help"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--freeze-trunk" in out.stdout and "--epochs" in out.stdout
+
+
+def test_a_local_weights_file_is_used_not_only_loaded(tmp_path):
+    """Offline stand-in for ImageNet weights: a file of (seeded, rescaled) ResNet-18 weights given to --weights."""
+    import torchvision
+
+    torch.manual_seed(123)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["conv1.weight"] *= 3  # not what any fresh initialisation draws
+    torch.save(state, tmp_path / "weights.pth")
+    folder = write_folder(tmp_path / "images", classes=6, per_class=6)
+    given = [*TINY[:4], *TINY[6:]]  # TINY without --weights none
+    runs = {}
+    for name, weights in (("file", str(tmp_path / "weights.pth")), ("none", "none")):
+        assert cli.main(["train", str(folder), "--out", str(tmp_path / name), "--epochs", "1", "--freeze-trunk",
+                         "--weights", weights, *given]) == 0
+        runs[name] = json.loads((tmp_path / name / "recipe.json").read_text())
+    saved = torch.load(tmp_path / "file" / "model.pt", weights_only=True)["state_dict"]
+    trunk = {k[len("trunk."):]: v for k, v in saved.items() if k.startswith("trunk.")}
+    assert torch.equal(trunk["conv1.weight"], state["conv1.weight"])  # the frozen trunk holds the file's weights
+    assert all(torch.equal(trunk[k], v) for k, v in state.items() if k in trunk and "bn" not in k)
+    assert runs["file"]["recipe"]["trunk_lr"] == 1e-4 and runs["none"]["recipe"]["trunk_lr"] == 1e-3
+    assert runs["file"]["baseline"]["mean_cos"] != runs["none"]["baseline"]["mean_cos"]  # measured with them
+
+
+def test_a_resume_refuses_changed_options(tmp_path, capsys):
+    folder = write_folder(tmp_path / "images", classes=4, per_class=4)
+    assert train_cli(folder, tmp_path / "run", epochs=1) == 0
+    assert cli.main(["train", str(folder), "--out", str(tmp_path / "run"), "--epochs", "2", *TINY,
+                     "--embedder-lr", "0.01"]) == 2
+    assert "cannot change --embedder-lr (the run has 0.001, the command 0.01)" in capsys.readouterr().err
+    assert cli.main(["train", str(folder), "--out", str(tmp_path / "run"), "--epochs", "2"]) == 0  # its recipe
+    assert json.loads((tmp_path / "run" / "recipe.json").read_text())["recipe"]["size"] == 16

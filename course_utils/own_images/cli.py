@@ -1,13 +1,19 @@
-"""Metric learning on your own images in one command (lesson 10).
+"""Metric learning on your own images in one command (lesson 10; the guide is docs/own_images.md).
 
     python -m course_utils.own_images train FOLDER --out RUN_DIR [--epochs 10 --size 224 --trunk resnet50
-                                                                  --weights imagenet --device auto]
-    python -m course_utils.own_images search RUN_DIR IMAGE... [--k 8] [--grid FILE]
+                                                                  --weights imagenet --test-fraction 0.5]
+    python -m course_utils.own_images index RUN_DIR GALLERY... [--index auto|flat|ivf|hnsw|ivfpq] [--rebuild]
+    python -m course_utils.own_images search RUN_DIR IMAGE... [--k 8] [--threshold f1|fmr=1e-3|0.8|none]
+    python -m course_utils.own_images evaluate RUN_DIR --queries Q --gallery G
+    python -m course_utils.own_images calibrate RUN_DIR HELD_OUT_FOLDER
     python -m course_utils.own_images make-folder OUT [--per-class 200]   # Fashion-MNIST as PNGs, to try it
+    torchrun --nproc_per_node=N -m course_utils.own_images train FOLDER --out RUN_DIR   # DDP, one process a GPU
 
-FOLDER holds one sub-folder of images per class. ``train`` writes model.pt, recipe.json, index.faiss and
-gallery.json to RUN_DIR and a checkpoint after every epoch: interrupt it and run the same command again to
-resume after the last finished epoch.
+FOLDER holds one sub-folder of images per class. ``train`` writes model.pt, model.ts (TorchScript: needs only
+PyTorch), recipe.json, calibration.json (the "no match" threshold), index.faiss and gallery.json to RUN_DIR and a
+checkpoint after every epoch: interrupt it and run the same command again to resume after the last finished epoch.
+``index`` replaces the training images in the index by a gallery (a folder or files; a class is a folder's name)
+and adds new images to it when run again; ``search`` answers "no match" below the calibrated threshold.
 """
 import argparse
 import json
@@ -20,11 +26,12 @@ import torch
 from pytorch_metric_learning import losses, miners, samplers
 from torch import nn
 
-from .. import evaluation, models
-from ..session import pick_device, seed_everything
-from . import folder, index, network, train
+from .. import evaluation, models, sampling, training
+from ..session import seed_everything
+from . import commands as commands_module
+from . import folder, index, network, parallel, train, verify
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT, BEST, TORCHSCRIPT = "checkpoint.pt", "best.pt", "model.ts"
 LOSSES = {"circle": lambda: losses.CircleLoss(m=0.4, gamma=80),  # lesson 07's recipe (joint.RECIPE)
           "multi-similarity": lambda: losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5)}
 
@@ -44,8 +51,8 @@ class Recipe:
     embedding_dim: int = option(128, "embedding size")
     loss: str = option("circle", "metric loss, weighted against cross-entropy", sorted(LOSSES))
     metric_weight: float = option(0.1, "loss = metric_weight * metric loss + cross-entropy")
-    m: int = option(4, "images per class in a batch (MPerClassSampler)")
-    batch_size: int = option(32, "batch size (reduced to m * number of classes if larger)")
+    m: int = option(4, "images per class in a batch (MPerClassSampler; per process with torchrun)")
+    batch_size: int = option(32, "batch size, all processes together (reduced to m * number of classes if larger)")
     epochs: int = option(10, "epochs in all (a rerun resumes and trains up to this number)")
     trunk_lr: float = option(None, "trunk learning rate (default: 1e-4 pretrained, 1e-3 from random weights)")
     embedder_lr: float = option(1e-3, "learning rate of the embedder and the classifier head")
@@ -53,21 +60,26 @@ class Recipe:
     split: str = option("class", "class: random unseen test classes; first-classes: the last classes by name "
                         "are the test classes (CUB-200's protocol); image: test images of the same classes",
                         folder.SPLITS)
-    test_fraction: float = option(0.5, "fraction of classes (or of each class's images) held out for testing")
+    test_fraction: float = option(0.5, "fraction of classes (or of each class's images) held out for testing; 0: "
+                                  "a final fit on every class")
+    valid_fraction: float = option(0.2, "fraction of each training class's images held out to choose the epoch "
+                                   "and calibrate the threshold (0: none, the last epoch is kept)")
     freeze_bn: bool = option(False, "freeze the trunk's batch-norm statistics")
     freeze_trunk: bool = option(False, "train only the embedder (linear probe: cheapest, for CPUs)")
+    no_amp: bool = option(False, "no mixed precision on CUDA (bfloat16 autocast otherwise)")
     seed: int = option(0, "seed of the split, the initialisation and the batches")
 
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--option`` per Recipe field, with its default, type and help."""
+    """One ``--option`` per Recipe field, with its type and help; an option not given is absent from the parsed
+    arguments (so a resume can tell what the command line changes)."""
     for f in fields(Recipe):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            parser.add_argument(flag, action="store_true", help=f.metadata["help"])
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=f.metadata["help"])
         else:
             kind = float if f.default is None else type(f.default)
-            parser.add_argument(flag, type=kind, default=f.default, choices=f.metadata["choices"],
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=f.metadata["choices"],
                                 help=f"{f.metadata['help']} (default: {f.default})")
 
 
@@ -78,36 +90,33 @@ def make_parser() -> argparse.ArgumentParser:
     trainer = commands.add_parser("train", help="train on a folder of classes, export model and faiss index")
     trainer.add_argument("folder", type=Path, help="one sub-folder of images per class")
     trainer.add_argument("--out", type=Path, required=True, help="run folder (resumes if it holds a checkpoint)")
-    trainer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
+    trainer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ... (torchrun: one a rank)")
     trainer.add_argument("--offline", action="store_true", help="never download weights")
     trainer.add_argument("--workers", type=int, default=0, help="data-loading processes (use 4-8 with a GPU)")
+    trainer.add_argument("--index", default="auto", choices=index.KINDS, help="faiss index of the training images")
     add_recipe_options(trainer)
-    searcher = commands.add_parser("search", help="nearest indexed training images of query images")
-    searcher.add_argument("run_dir", type=Path)
-    searcher.add_argument("images", type=Path, nargs="+")
-    searcher.add_argument("--k", type=int, default=8, help="neighbours per query (default: 8)")
-    searcher.add_argument("--grid", type=Path, help="also draw the results into this PNG file")
-    searcher.add_argument("--device", default="auto")
+    commands_module.add_parsers(commands)
     maker = commands.add_parser("make-folder", help="write Fashion-MNIST images as PNG files, one folder a class")
     maker.add_argument("out", type=Path)
     maker.add_argument("--per-class", type=int, default=200, help="images per class (default: 200)")
     return parser
 
 
-def device_from(name: str) -> torch.device:
-    return pick_device() if name == "auto" else torch.device(name)
-
-
 def start_or_resume(args, run_dir: Path) -> tuple:
-    """(Recipe, saved record): the recipe of the run in ``run_dir`` if it has a checkpoint (only --epochs
-    counts then), else the one on the command line, with an empty record."""
+    """(Recipe, saved record): the recipe of the run in ``run_dir`` if it has a checkpoint, else the one on the
+    command line, with an empty record. A resume refuses options that differ from the run's, but ``--epochs``."""
+    given = {f.name: getattr(args, f.name) for f in fields(Recipe) if hasattr(args, f.name)}
     saved = run_dir / index.FILES["recipe"]
-    if (run_dir / CHECKPOINT).is_file() and saved.is_file():
-        record = json.loads(saved.read_text())
-        recipe = Recipe(**{**record["recipe"], "epochs": args.epochs})
-        print(f"{run_dir} holds a checkpoint: resuming with its recipe ({saved}); other options are ignored.")
-        return recipe, record
-    return Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)}), {}
+    if not ((run_dir / CHECKPOINT).is_file() and saved.is_file()):
+        return Recipe(**given), {}
+    record = json.loads(saved.read_text())
+    changed = [f"--{k.replace('_', '-')} (the run has {record['recipe'][k]}, the command {v})"
+               for k, v in given.items() if k != "epochs" and record["recipe"][k] != v]
+    if changed:
+        raise ValueError(f"{run_dir} holds a checkpoint of another recipe; a resume cannot change "
+                         f"{'; '.join(changed)}. Drop these options to resume, or train into a new --out.")
+    print(f"{run_dir} holds a checkpoint: resuming with its recipe ({saved}).")
+    return Recipe(**{**record["recipe"], **given}), record
 
 
 def build_model(recipe: Recipe, num_classes: int, resuming: bool, download: bool) -> nn.Module:
@@ -125,15 +134,20 @@ def build_model(recipe: Recipe, num_classes: int, resuming: bool, download: bool
     return models.JointNet(net, num_classes)
 
 
-def build_training(recipe: Recipe, model, train_set, workers: int) -> tuple:
-    """The recipe's PML objects, loader and optimizer: (metric_loss, miner, loader, optimizer)."""
-    metric_loss = LOSSES[recipe.loss]()
-    miner = miners.MultiSimilarityMiner(epsilon=0.1)
-    batch_size = train.batch_size_for(recipe.batch_size, recipe.m, len(train_set.classes))
-    sampler = samplers.MPerClassSampler(train_set.labels, m=recipe.m, batch_size=batch_size,
-                                        length_before_new_iter=max(len(train_set), batch_size))
-    loader = torch.utils.data.DataLoader(train_set, batch_size, sampler=sampler, num_workers=workers,
-                                         drop_last=True)
+def build_training(recipe: Recipe, model, train_set, workers: int, world_size: int = 1, rank: int = 0) -> tuple:
+    """The recipe's PML objects, loader and optimizer: (metric_loss, miner, loader, optimizer). With several
+    processes, each one's loader draws ``m`` images of each class of its own share of the classes
+    (``parallel.RankClassSampler``) and ``batch_size / world_size`` images a step."""
+    metric_loss, miner = LOSSES[recipe.loss](), miners.MultiSimilarityMiner(epsilon=0.1)
+    per_rank = train.batch_size_for(recipe.batch_size // world_size, recipe.m,
+                                    len(train_set.classes) // world_size)
+    length = max(len(train_set) // world_size, per_rank)
+    if world_size == 1:
+        sampler = samplers.MPerClassSampler(train_set.labels, m=recipe.m, batch_size=per_rank,
+                                            length_before_new_iter=length)
+    else:
+        sampler = parallel.RankClassSampler(train_set.labels, recipe.m, per_rank, length, rank, world_size)
+    loader = torch.utils.data.DataLoader(train_set, per_rank, sampler=sampler, num_workers=workers, drop_last=True)
     groups = network.param_groups(model, model.embedding_net.trunk, recipe.trunk_lr, recipe.embedder_lr)
     return metric_loss, miner, loader, torch.optim.Adam(groups, weight_decay=recipe.weight_decay)
 
@@ -143,56 +157,83 @@ def write_record(run_dir: Path, recipe: Recipe, record: dict) -> None:
     (run_dir / index.FILES["recipe"]).write_text(json.dumps(record, indent=2) + "\n")
 
 
+def validation_metric(split: folder.Split, device):
+    """``Track``'s metrics: MAP@R of the validation images (held-out images of the training classes), or None."""
+    if split.valid is None:
+        return None
+    return lambda model: {"valid map_r": evaluation.evaluate(model.embedding_net, split.valid, device, "cosine")
+                          ["map_r"]}
+
+
+def callbacks_for(recipe: Recipe, split: folder.Split, run_dir: Path, device) -> dict:
+    """``train.fit``'s extra callbacks: bfloat16 autocast on CUDA, the best epoch on the validation images."""
+    amp = [training.Autocast(device.type)] if device.type == "cuda" and not recipe.no_amp else []
+    best = train.KeepBest("valid map_r", run_dir / BEST) if split.valid is not None else None
+    return {"extra": amp, "keep_best": best}
+
+
+def held_out(split: folder.Split) -> tuple:
+    """(name, images) the run is measured and calibrated on: the unseen test classes, the test images of the
+    training classes, or for a final fit (no test set) the validation images."""
+    if split.test is not None:
+        return ("test images" if split.test.classes == split.train.classes else "unseen classes"), split.test
+    if split.valid is None:
+        raise folder.FolderError("--test-fraction 0 needs held-out images: give --valid-fraction above 0.")
+    return "validation images", split.valid
+
+
+def measure(model, images, device) -> dict:
+    """Retrieval metrics of ``model`` on ``images`` by cosine, and the mean cosine similarity of two of them."""
+    embeddings, labels = evaluation.embed(model, images, device)
+    return {**evaluation.retrieval_metrics(embeddings, labels, "cosine"), "mean_cos": sampling.mean_cosine(embeddings)}
+
+
+def finish(args, recipe: Recipe, split: folder.Split, net, record: dict, device) -> None:
+    """After training: measure, calibrate the threshold on the held-out images, export the model (state dict and
+    TorchScript) and the index of the training images, and print the table."""
+    name, images = held_out(split)
+    print(f"Measuring the trained embedding on the {len(images)} {name}, then indexing the training images ...")
+    record["trained"] = measure(net, images, device)
+    calibration = verify.calibrate(*evaluation.embed(net, images, device))
+    verify.save(args.out, {**calibration, "on": name})
+    gallery = split.train.with_transform(index.preprocess(recipe.trunk, recipe.size))
+    index.export(args.out, net, gallery, device, recipe.trunk, recipe.size, args.index)
+    network.export_torchscript(args.out / TORCHSCRIPT, net, recipe.size)
+    write_record(args.out, recipe, record)
+    print(evaluation.metrics_table({"trunk features, untrained": {name: record["baseline"]},
+                                    "trained": {name: record["trained"]}}))
+    print(f"mean cosine similarity of two {name}: {record['trained']['mean_cos']:.3f} (near 1: collapsed)")
+    print(verify.summary(calibration))
+
+
 def train_command(args) -> int:
     start = time.perf_counter()
     if args.out.resolve().is_relative_to(args.folder.resolve()):
         raise folder.FolderError(f"Put the run folder outside {args.folder}, or it becomes one more class.")
+    rank, world_size, device = parallel.join(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     recipe, record = start_or_resume(args, args.out)
     seed_everything(recipe.seed)
-    split = folder.load_split(args.folder, recipe.split, recipe.test_fraction, recipe.size, recipe.seed)
+    split = folder.load_split(args.folder, recipe.split, recipe.test_fraction, recipe.size, recipe.seed,
+                              recipe.valid_fraction, network.eval_resize(recipe.trunk))
     print(folder.describe(split))
-    device = device_from(args.device)
     model = build_model(recipe, len(split.train.classes), bool(record), download=not args.offline)
-    metric_loss, miner, loader, optimizer = build_training(recipe, model, split.train, args.workers)
+    metric_loss, miner, loader, optimizer = build_training(recipe, model, split.train, args.workers, world_size, rank)
     net = model.embedding_net
-    test_name = "test images" if recipe.split == "image" else "unseen classes"
     if not record:
-        print(f"Measuring the untrained trunk features on the {len(split.test)} test images ...")
-        record.update(folder=str(args.folder), baseline=evaluation.evaluate(net.trunk, split.test, device, "cosine"))
-        write_record(args.out, recipe, record)
-    record["history"] = train.fit(model, metric_loss, miner, optimizer, loader, device, recipe.epochs,
-                                  checkpoint=args.out / CHECKPOINT, seed=recipe.seed, weight=recipe.metric_weight)
-    print(f"Measuring the trained embedding, then indexing the {len(split.train)} training images ...")
-    record["trained"] = evaluation.evaluate(net, split.test, device, "cosine")
-    index.export(args.out, net, split.train.with_transform(folder.transform(recipe.size)), device,
-                 recipe.trunk, recipe.size)
-    write_record(args.out, recipe, record)
-    table = {"trunk features, untrained": {test_name: record["baseline"]}, "trained": {test_name: record["trained"]}}
-    print(evaluation.metrics_table(table))
-    print(f"Wrote {', '.join(index.FILES.values())} to {args.out} ({time.perf_counter() - start:.0f} s)")
-    return 0
-
-
-def search_command(args) -> int:
-    bad = [f"{path}: {why}" for path in args.images if (why := folder.unreadable(path))]
-    if bad:
-        raise folder.FolderError("Cannot read these query images:\n" + "\n".join(bad))
-    run = index.load(args.run_dir)
-    distances, indices = index.query(run, args.images, args.k, device_from(args.device))
-    for path, row_d, row_i in zip(args.images, distances, indices):
-        print(f"{path}:")
-        for rank, (d, i) in enumerate(zip(row_d.tolist(), row_i.tolist()), start=1):
-            print(f"  {rank:>3}  {d:.4f}  {run.classes[int(run.labels[i])]:<20}  {run.paths[i]}")
-    if args.grid:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from .. import plotting
-
-        plotting.retrieval_grid([str(p) for p in args.images], None, run.paths, run.labels, indices, run.classes,
-                                distances=distances, load=folder.open_rgb).savefig(args.grid, dpi=120)
-        print(f"Wrote {args.grid}")
+        name, images = held_out(split)
+        print(f"Measuring the untrained trunk features on the {len(images)} {name} ...")
+        record.update(folder=str(args.folder), baseline=measure(net.trunk, images, device))
+        if rank == 0:
+            write_record(args.out, recipe, record)
+    record["history"] = parallel.fit(model, metric_loss, miner, optimizer, loader, device, recipe.epochs,
+                                     args.out / CHECKPOINT, recipe.seed, recipe.metric_weight,
+                                     validation_metric(split, device), **callbacks_for(recipe, split, args.out, device))
+    if rank == 0:
+        finish(args, recipe, split, net, record, device)
+        print(f"Wrote {', '.join(index.FILES.values())}, {TORCHSCRIPT} and {verify.FILE} to {args.out} "
+              f"({time.perf_counter() - start:.0f} s)")
+    parallel.leave()
     return 0
 
 
@@ -204,7 +245,7 @@ def make_folder_command(args) -> int:
 
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
-    command = {"train": train_command, "search": search_command, "make-folder": make_folder_command}
+    command = {"train": train_command, "make-folder": make_folder_command, **commands_module.COMMANDS}
     try:
         return command[args.command](args)
     except (folder.FolderError, FileNotFoundError, ValueError) as err:

@@ -68,6 +68,19 @@ def scan(root) -> Scan:
     return Scan(classes, samples, skipped)
 
 
+def image_files(paths) -> list:
+    """The image files (by extension, not opened: fast on a network drive) of ``paths``, each a file or a folder
+    searched recursively, as sorted strings; a ``FolderError`` if there are none."""
+    files = []
+    for path in map(Path, paths):
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        files += [str(p) for p in found if p.suffix.lower() in IMG_EXTENSIONS]
+    if not files:
+        raise FolderError(f"No image files in {', '.join(map(str, paths))} (extensions read: "
+                          f"{', '.join(IMG_EXTENSIONS)}).")
+    return files
+
+
 def require_images_per_class(found: Scan, minimum: int = 2, why: str = "to form a positive pair") -> None:
     """A ``FolderError`` naming every class with fewer than ``minimum`` readable images."""
     counts = torch.bincount(torch.tensor([label for _, label in found.samples]), minlength=len(found.classes))
@@ -101,7 +114,7 @@ def subset(found: Scan, class_ids) -> Scan:
 
 def split_by_image(found: Scan, test_fraction: float = 0.5, seed: int = 0):
     """The same classes on both sides, each class's images split at random: two Scans."""
-    require_images_per_class(found, 4, "to keep 2 for training and 2 for testing")
+    require_images_per_class(found, 4, "to keep 2 for training and 2 held out (or set the held-out fraction to 0)")
     rng = random.Random(seed)
     train, test = [], []
     for c in range(len(found.classes)):
@@ -115,15 +128,15 @@ def split_by_image(found: Scan, test_fraction: float = 0.5, seed: int = 0):
 EVAL_RESIZE = 232 / 224  # ResNet50_Weights.DEFAULT (IMAGENET1K_V2): resize the short side to 232, crop 224
 
 
-def transform(size: int = 224, train: bool = False, scale=(0.25, 1.0)):
+def transform(size: int = 224, train: bool = False, scale=(0.25, 1.0), resize: float = EVAL_RESIZE):
     """ImageNet preprocessing to (3, size, size): random crop and flip for training; otherwise the evaluation
-    transform of ``ResNet50_Weights.DEFAULT`` (``weights.transforms()``: short side to 232, centre crop 224),
-    scaled to ``size``."""
+    transform of the trunk's weights (``weights.transforms()``; ``network.eval_resize``), scaled to ``size``:
+    short side to ``resize * size``, centre crop ``size`` (ResNet-50's V2 weights: 232 and 224)."""
     if train:
-        resize = [T.RandomResizedCrop(size, scale=scale, antialias=True), T.RandomHorizontalFlip()]
+        steps = [T.RandomResizedCrop(size, scale=scale, antialias=True), T.RandomHorizontalFlip()]
     else:
-        resize = [T.Resize(round(size * EVAL_RESIZE), antialias=True), T.CenterCrop(size)]
-    return T.Compose(resize + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        steps = [T.Resize(round(size * resize), antialias=True), T.CenterCrop(size)]
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def open_rgb(path) -> Image.Image:
@@ -160,30 +173,48 @@ class ImageList(Dataset):
 
 @dataclass
 class Split:
-    """Training images (random crops), test images (centre crops) and the files the scan skipped."""
+    """Training images (random crops), test images (centre crops; None for a final fit on every class), the files
+    the scan skipped, and validation images: held-out images of the training classes (None without them)."""
 
     train: ImageList
-    test: ImageList
+    test: ImageList | None
     skipped: list
+    valid: ImageList | None = None
 
 
-def load_split(root, split: str = "class", test_fraction: float = 0.5, size: int = 224, seed: int = 0) -> Split:
-    """Scan ``root``, split it by ``"class"`` (random unseen test classes), ``"first-classes"`` (the last
-    classes by name are the test classes) or ``"image"`` (test images of the same classes), and preprocess."""
+def split_scan(found: Scan, split: str, test_fraction: float, seed: int) -> tuple:
+    """(train, test) Scans of ``split``; test is None when ``test_fraction`` is 0 (train on every class)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    found = scan(root)
+    if test_fraction == 0:
+        require_images_per_class(found)
+        return found, None
     if split == "image":
-        train, test = split_by_image(found, test_fraction, seed)
-    else:
-        train, test = split_by_class(found, test_fraction, seed, shuffle=split == "class")
-    return Split(ImageList(train, transform(size, train=True)), ImageList(test, transform(size)), found.skipped)
+        return split_by_image(found, test_fraction, seed)
+    return split_by_class(found, test_fraction, seed, shuffle=split == "class")
+
+
+def load_split(root, split: str = "class", test_fraction: float = 0.5, size: int = 224, seed: int = 0,
+               valid_fraction: float = 0.0, resize: float = EVAL_RESIZE) -> Split:
+    """Scan ``root``, split it by ``"class"`` (random unseen test classes), ``"first-classes"`` (the last
+    classes by name are the test classes) or ``"image"`` (test images of the same classes), and preprocess.
+    ``test_fraction=0``: no test set, every class trains (a final fit). ``valid_fraction``: that fraction of each
+    training class's images is held out for validation (choosing the epoch, calibrating the threshold)."""
+    found = scan(root)
+    train, test = split_scan(found, split, test_fraction, seed)
+    valid = None
+    if valid_fraction > 0:
+        train, valid = split_by_image(train, valid_fraction, seed)
+    evaluate = transform(size, resize=resize)
+    return Split(ImageList(train, transform(size, train=True)), test and ImageList(test, evaluate), found.skipped,
+                 valid and ImageList(valid, evaluate))
 
 
 def describe(split: Split) -> str:
     """A few lines on a Split: classes and images on each side, and the skipped files."""
+    parts = (("train", split.train), ("validation", split.valid), ("test", split.test))
     lines = [f"{name}: {len(s.classes)} classes, {len(s)} images ({', '.join(s.classes[:6])}"
-             f"{', ...' if len(s.classes) > 6 else ''})" for name, s in (("train", split.train), ("test", split.test))]
+             f"{', ...' if len(s.classes) > 6 else ''})" for name, s in parts if s is not None]
     lines += [f"skipped {path}: {why}" for path, why in split.skipped]
     return "\n".join(lines)
 

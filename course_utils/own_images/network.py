@@ -1,7 +1,9 @@
 """The model of the method (lesson 10): a torchvision ResNet trunk with ``fc = Identity`` and a linear embedder
 (2048 -> 128 for ResNet-50); ImageNet weights from the torch cache, a download or a local file; frozen batch
 norm, a frozen trunk (linear probe) and separate learning rates for trunk and embedder."""
+import copy
 import socket
+import warnings
 from pathlib import Path
 
 import torch
@@ -128,6 +130,13 @@ def param_groups(model: nn.Module, trunk: nn.Module, trunk_lr: float, embedder_l
     return groups + [{"params": rest, "lr": embedder_lr}]
 
 
+def eval_resize(arch: str) -> float:
+    """The evaluation resize of the trunk's ImageNet weights relative to their crop, from ``weights.transforms()``:
+    232 / 224 for ResNet-50 (``ResNet50_Weights.DEFAULT`` is IMAGENET1K_V2), 256 / 224 for ResNet-18 (V1)."""
+    preprocess = TRUNKS[arch][1].transforms()
+    return preprocess.resize_size[0] / preprocess.crop_size[0]
+
+
 def save_model(path, model: nn.Module, arch: str, size: int) -> None:
     """Save an embedding model with what it takes to rebuild it: arch, embedding size, input size."""
     torch.save({"arch": arch, "embedding_dim": model.embedding_dim, "size": size,
@@ -139,4 +148,16 @@ def load_model(path) -> tuple:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model, _ = embedding_model(saved["arch"], saved["embedding_dim"], weights=None)
     freeze_batchnorm(model).load_state_dict(saved["state_dict"])  # frozen or not, the same at inference
+    model.arch = saved["arch"]
     return model.eval(), saved["size"]
+
+
+def export_torchscript(path, model: nn.Module, size: int) -> None:
+    """Write the embedding network as TorchScript (``torch.jit.load(path)`` needs only PyTorch): a traced copy in
+    eval mode taking normalised images (N, 3, size, size) on the CPU to embeddings (N, D)."""
+    example = torch.zeros(1, 3, size, size)
+    frozen = freeze_batchnorm(copy.deepcopy(model).cpu().eval())
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PyTorch 2.9+ points to torch.export; TorchScript still loads
+        traced = torch.jit.trace(frozen, example)
+    traced.save(str(path))
