@@ -2,7 +2,9 @@
 """Set up and run the deep metric learning course. Needs only Python 3.10+ and pip.
 
     python3 course.py test    # create/reuse .venv, ruff, unit tests + every notebook through nbval (quick mode)
-    python3 course.py run     # create/reuse .venv, check data, run every notebook (full mode, claims strict) -> build/
+    python3 course.py run     # create/reuse .venv, check data, run every notebook (full mode, claims strict) -> build/,
+                              # then build the course website from them -> build/site/
+    python3 course.py site    # build the website again from the notebooks an earlier run left in build/
     python3 course.py lab     # create/reuse .venv, open JupyterLab in notebooks/
 """
 import hashlib
@@ -38,7 +40,7 @@ def ensure_env() -> None:
         except subprocess.CalledProcessError:
             sys.exit("Could not create a virtual environment with pip. On Debian or Ubuntu, install the "
                      "package python3-venv (sudo apt install python3-venv), remove .venv/ and try again.")
-    sh(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[lab,dev]")
+    sh(PYTHON, "-m", "pip", "install", "--disable-pip-version-check", "-e", ".[lab,dev,site]")
     MARKER.write_text(stamp)
 
 
@@ -61,12 +63,15 @@ def parallel(env) -> list:
 
 def main(argv) -> int:
     command = argv[0] if argv else ""
-    if command not in {"run", "test", "lab"}:
+    if command not in {"run", "test", "lab", "site"}:
         print(__doc__)
         return 2
     ensure_env()
-    check_data()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if command == "site":
+        sh(PYTHON, "-m", "course_utils.instructor.site", *argv[1:], env=env)
+        return 0
+    check_data()
     if command == "run":
         sh(PYTHON, "-m", "course_utils.instructor.run_course", *argv[1:], env=env)
     elif command == "test":

@@ -163,6 +163,27 @@ def metric_bars(table: dict, metric: str = "map_r", ax=None, title=None, ylabel=
     return fig
 
 
+def results_figure(table: dict, title: str, metrics=("p1", "map_r")):
+    """One lesson's results table as ``metric_bars``, one panel per metric, one above the other (the course
+    website's results page): the splits that at least half the methods were measured on, and the methods measured
+    on all of them."""
+    has = lambda row, split: set(metrics) <= set(row.get(split, {}))
+    splits = list(dict.fromkeys(split for row in table.values() for split in row))
+    splits = [split for split in splits if 2 * sum(has(row, split) for row in table.values()) >= len(table)]
+    table = {method: {split: row[split] for split in splits} for method, row in table.items()
+             if all(has(row, split) for split in splits)}
+    width = min(14.0, max(6.0, 0.5 * len(table) * len(splits) + 2))
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 3.6 * len(metrics)), squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        metric_bars(table, metric, ax=ax)
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    fig.suptitle(f"{title}: mean over seeds, error bars one std where several seeds ran")
+    fig.tight_layout()
+    return fig
+
+
 def compare_histories(histories: dict, key: str, ax=None, title=None):
     """One line per run: ``key`` of each ``training.fit`` history ({name: history}) against the epoch."""
     fig, ax = figure_and_axes(ax, (6, 3.5))

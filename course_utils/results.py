@@ -78,23 +78,30 @@ ROW = re.compile(r"^(?P<method>.+) (?P<split>seen|unseen|rare) (?P<metric>p1|map
 MARKDOWN_COLUMNS = (("seen", "p1"), ("seen", "map_r"), ("unseen", "p1"), ("unseen", "map_r"))
 
 
+def lesson_table(metrics: dict) -> dict:
+    """A lesson's recorded retrieval numbers back as a results table, ``{method: {split: {metric: mean,
+    f"{metric}_std": std}}}`` (the std where the lesson recorded one): the shape the lessons print and plot."""
+    table = {}
+    for name, value in metrics.items():
+        match = ROW.match(name)
+        if match:
+            row = table.setdefault(match["method"], {}).setdefault(match["split"], {})
+            row[match["metric"] + (match["std"] or "")] = value
+    return table
+
+
 def markdown_table(everything: dict, lessons=None, columns=MARKDOWN_COLUMNS) -> str:
-    """A Markdown table of the lessons' retrieval results (the README's "Results of a full run" is this table):
+    """A Markdown table of the lessons' retrieval results (the course website's results page shows it per lesson):
     one row per lesson and method with a value in ``columns``, a mean ± std where the lesson recorded a spread."""
     from .evaluation import DISPLAY_NAMES  # here, not at the top: the course runner imports this module without torch
 
     rows = []
     for lesson in lessons or sorted(everything):
-        cells = {}
-        for name, value in everything.get(lesson, {}).items():
-            match = ROW.match(name)
-            if match:
-                key = (match["split"], match["metric"])
-                cells.setdefault(match["method"], {}).setdefault(key, [None, None])[bool(match["std"])] = value
-        for method, values in sorted(cells.items()):
-            if any(values.get(column, [None])[0] is not None for column in columns):
-                shown = [_cell(*values.get(column, [None, None])) for column in columns]
-                rows.append(f"| {lesson} | {method} | " + " | ".join(shown) + " |")
+        for method, splits in sorted(lesson_table(everything.get(lesson, {})).items()):
+            values = [(splits.get(split, {}).get(metric), splits.get(split, {}).get(f"{metric}_std"))
+                      for split, metric in columns]
+            if any(mean is not None for mean, _ in values):
+                rows.append(f"| {lesson} | {method} | " + " | ".join(_cell(*value) for value in values) + " |")
     names = [f"{split} {DISPLAY_NAMES[metric]}" for split, metric in columns]
     header = "| lesson | embedding | " + " | ".join(names) + " |"
     return "\n".join([header, "| " + " | ".join(["---"] * (len(columns) + 2)) + " |", *rows])

@@ -24,8 +24,8 @@ def test_runner_saves_notebooks_html_and_results(tmp_path):
                           "results.record('01_good', {'p1': 0.5})")
     bad = write_notebook(tmp_path / "02_bad.ipynb", "raise ValueError('broken lesson')")
     out = tmp_path / "build"
-    run = subprocess.run([sys.executable, "-m", "course_utils.instructor.run_course", "--quick", "--out", str(out),
-                          str(bad), str(good)], capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run([sys.executable, "-m", "course_utils.instructor.run_course", "--quick", "--no-site",
+                          "--out", str(out), str(bad), str(good)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 1
     assert "02_bad.ipynb" in run.stdout and "FAILED" in run.stdout and "broken lesson" in run.stdout
     failed = nbformat.read(out / "02_bad.ipynb", as_version=4)  # saved up to its error, for the instructor to read
@@ -57,9 +57,9 @@ def test_runner_runs_two_notebooks_at_once(tmp_path):
     first = write_notebook(tmp_path / "01_a.ipynb", handshake.format(me="01_a", other="02_b"))
     second = write_notebook(tmp_path / "02_b.ipynb", handshake.format(me="02_b", other="01_a"))
     out = tmp_path / "build"
-    run = subprocess.run([sys.executable, "-m", "course_utils.instructor.run_course", "--quick", "--jobs", "2",
-                          "--out", str(out), str(first), str(second)], capture_output=True, text=True, cwd=REPO,
-                         env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
+    run = subprocess.run([sys.executable, "-m", "course_utils.instructor.run_course", "--quick", "--no-site",
+                          "--jobs", "2", "--out", str(out), str(first), str(second)], capture_output=True, text=True,
+                         cwd=REPO, env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 at a time" in run.stdout and run.stdout.count(" ok") == 2
     everything = json.loads((out / "results.json").read_text())
