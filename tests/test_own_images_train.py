@@ -4,7 +4,7 @@ import torch
 from own_images_folders import write_folder
 from pytorch_metric_learning import losses, miners, samplers
 
-from course_utils import models
+from course_utils import models, training
 from course_utils.own_images import folder, network, train
 from course_utils.session import seed_everything
 
@@ -69,3 +69,18 @@ def test_an_interrupted_run_keeps_its_last_finished_epoch(tmp_path):
     assert [row["epoch"] for row in torch.load(checkpoint, weights_only=True)["history"]] == [1]
     _, _, history = run(root, 2, checkpoint)
     assert [row["epoch"] for row in history] == [1, 2]
+
+
+def test_autocast_runs_the_forward_pass_in_bfloat16_and_the_loss_in_float32(tmp_path):
+    """training.Autocast, as the command uses it on CUDA, here on the CPU (which has bfloat16 autocast too)."""
+    root = write_folder(tmp_path / "images", classes=4, per_class=4)
+    model, metric_loss, miner, optimizer, loader = setting(root)
+    seen = {"forward": set(), "loss input": set()}
+    model.embedding_net.embedder.register_forward_hook(lambda m, i, out: seen["forward"].add(out.dtype))
+    watch = type("Watch", (training.Callback,), {
+        "after_forward": lambda self, run: seen["loss input"].update(o.dtype for o in run.outputs)})()
+    history = train.fit(model, metric_loss, miner, optimizer, loader, "cpu", 1, progress=False,
+                        extra=[training.Autocast("cpu"), watch])
+    assert seen == {"forward": {torch.bfloat16}, "loss input": {torch.float32}}
+    assert torch.isfinite(torch.tensor(history[0]["loss"]))
+    assert model.embedding_net.embedder(torch.zeros(1, 8)).dtype == torch.float32  # autocast left after the fit

@@ -51,7 +51,7 @@ class Recipe:
     embedding_dim: int = option(128, "embedding size")
     loss: str = option("circle", "metric loss, weighted against cross-entropy", sorted(LOSSES))
     metric_weight: float = option(0.1, "loss = metric_weight * metric loss + cross-entropy")
-    m: int = option(4, "images per class in a batch (MPerClassSampler; per process with torchrun)")
+    m_per_class: int = option(4, "m, images per class in a batch (MPerClassSampler; each process with torchrun)")
     batch_size: int = option(32, "batch size, all processes together (reduced to m * number of classes if larger)")
     epochs: int = option(10, "epochs in all (a rerun resumes and trains up to this number)")
     trunk_lr: float = option(None, "trunk learning rate (default: 1e-4 pretrained, 1e-3 from random weights)")
@@ -139,14 +139,14 @@ def build_training(recipe: Recipe, model, train_set, workers: int, world_size: i
     processes, each one's loader draws ``m`` images of each class of its own share of the classes
     (``parallel.RankClassSampler``) and ``batch_size / world_size`` images a step."""
     metric_loss, miner = LOSSES[recipe.loss](), miners.MultiSimilarityMiner(epsilon=0.1)
-    per_rank = train.batch_size_for(recipe.batch_size // world_size, recipe.m,
+    per_rank = train.batch_size_for(recipe.batch_size // world_size, recipe.m_per_class,
                                     len(train_set.classes) // world_size)
     length = max(len(train_set) // world_size, per_rank)
     if world_size == 1:
-        sampler = samplers.MPerClassSampler(train_set.labels, m=recipe.m, batch_size=per_rank,
+        sampler = samplers.MPerClassSampler(train_set.labels, m=recipe.m_per_class, batch_size=per_rank,
                                             length_before_new_iter=length)
     else:
-        sampler = parallel.RankClassSampler(train_set.labels, recipe.m, per_rank, length, rank, world_size)
+        sampler = parallel.RankClassSampler(train_set.labels, recipe.m_per_class, per_rank, length, rank, world_size)
     loader = torch.utils.data.DataLoader(train_set, per_rank, sampler=sampler, num_workers=workers, drop_last=True)
     groups = network.param_groups(model, model.embedding_net.trunk, recipe.trunk_lr, recipe.embedder_lr)
     return metric_loss, miner, loader, torch.optim.Adam(groups, weight_decay=recipe.weight_decay)

@@ -54,7 +54,7 @@ class RankClassSampler(Sampler):
         self.steps = max(length // batch_size, 1)
         if world_size * batch_size // m > len(self.by_class):
             raise ValueError(f"{world_size} processes x {batch_size // m} classes a step need more than the "
-                             f"{len(self.by_class)} classes: lower --batch-size or raise --m.")
+                             f"{len(self.by_class)} classes: lower --batch-size or raise --m-per-class.")
 
     def __len__(self):
         return self.steps * self.batch_size
