@@ -63,7 +63,7 @@ def test_notebooks_call_the_checks_of_their_own_lesson():
                     f"{path.name} calls {owner}.{name}: a check of lesson NN lives in checks.lessonNN"
                 assert callable(getattr(getattr(checks, module), name, None)), f"{path.name}: no {owner}.{name}"
                 used.add(module)
-    assert used == set(checks.__all__) - {"plumbing"}
+    assert used == set(checks.__all__) - {"plumbing", "integrity"}
 
 
 def test_topic_modules_never_import_the_checks():
@@ -106,3 +106,41 @@ def test_a_loss_check_rejects_a_stub_and_a_non_tensor(lesson, name):
         check(stub)
     with pytest.raises(AssertionError, match="scalar tensor"):
         check(lambda e, l, **kw: 0.5)
+
+
+def reference_callers():
+    """``(check, an answer that calls the reference, words of the refusal)`` for each exercise whose reference the
+    student package holds under a callable name, or whose PML class it re-implements."""
+    from pytorch_metric_learning import losses, miners
+
+    from course_utils import ann, joint, sampling
+    from course_utils.sampling import class_balanced_batches as alias  # an alias is refused too
+
+    return [
+        (checks.lesson06.check_balanced_batches, lambda labels, m, b, n, t, seed=0: alias(labels, m, b, n, t, seed),
+         "sampling.class_balanced_batches"),
+        (checks.lesson06.check_balanced_batches, sampling.class_balanced_batches, "sampling.class_balanced_batches"),
+        (checks.lesson09.check_recall_at_k, lambda found, exact: ann.recall_at_k(found, exact), "ann.recall_at_k"),
+        (checks.lesson05.check_ms_mine, lambda e, l, epsilon=0.1: miners.MultiSimilarityMiner(epsilon=epsilon)(e, l),
+         "PML's MultiSimilarityMiner.mine"),
+        (checks.lesson02.check_contrastive_loss, lambda e, l, **kw: losses.ContrastiveLoss(**kw)(e, l),
+         "PML's ContrastiveLoss.compute_loss"),
+        (checks.lesson07.check_joint_step, joint.joint_step, "joint.joint_step"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_an_answer_that_calls_the_reference_is_refused_and_the_reference_restored(index):
+    import torch
+    from pytorch_metric_learning import losses, miners
+
+    from course_utils import ann, sampling
+
+    check, answer, words = reference_callers()[index]
+    with pytest.raises(AssertionError, match=f"calls .*{words}.*does not accept it"):
+        check(answer)
+    labels = torch.arange(12) % 3
+    assert sampling.class_balanced_batches(labels, 2, 4, 2, 0.5, seed=1).shape == (2, 4)
+    assert ann.recall_at_k(torch.tensor([[1, 2]]).numpy(), torch.tensor([[1, 3]]).numpy()) == 0.5
+    assert "compute_loss" not in vars(losses.ContrastiveLoss)
+    assert len(miners.MultiSimilarityMiner()(torch.randn(8, 4), labels[:8])) == 4

@@ -10,8 +10,8 @@ only its own checks. The checks import the topic modules (``mining``, ``sampling
 """
 import importlib
 
-__all__ = ["experiments", "plumbing", "lesson01", "lesson02", "lesson03", "lesson04", "lesson05", "lesson06",
-           "lesson07", "lesson09", "lesson10"]
+__all__ = ["experiments", "plumbing", "integrity", "lesson01", "lesson02", "lesson03", "lesson04", "lesson05",
+           "lesson06", "lesson07", "lesson09", "lesson10"]
 
 
 def __getattr__(name: str):

@@ -8,6 +8,8 @@ from pytorch_metric_learning.miners import MultiSimilarityMiner
 from .experiments import check_results_table
 from .plumbing import call
 
+FORBID = [(MultiSimilarityMiner, "mine")]  # the class ms_mine re-implements
+
 
 def _rule(mat, labels, epsilon, reverse=False, include_self=False, per_anchor=True, sign=1, easiest=False):
     """The Multi-Similarity rule on a similarity matrix ``mat`` (N, N), with switches that make the typical
@@ -159,9 +161,10 @@ def check_ms_mine(ms_mine) -> None:
     positive and negative pairs as PML's ``MultiSimilarityMiner(epsilon)`` (compared as sets of pairs)."""
     for embeddings, labels, epsilon in _mining_batches():
         if epsilon is None:
-            result, epsilon, called_with = call(ms_mine, embeddings.clone(), labels.clone()), 0.1, "default epsilon"
+            result = call(ms_mine, embeddings.clone(), labels.clone(), forbid=FORBID)
+            epsilon, called_with = 0.1, "default epsilon"
         else:
-            result = call(ms_mine, embeddings.clone(), labels.clone(), epsilon=epsilon)
+            result = call(ms_mine, embeddings.clone(), labels.clone(), epsilon=epsilon, forbid=FORBID)
             called_with = f"epsilon={epsilon}"
         _compare_pairs(result, embeddings, labels, epsilon, called_with)
     print("✓ ms_mine keeps exactly the pairs of PML's MultiSimilarityMiner.")

@@ -85,7 +85,7 @@ def _with_global_seed(global_seed, fn, *args, **kwargs):
         with torch.random.fork_rng():
             torch.manual_seed(global_seed)
             np.random.seed(global_seed)
-            return call(fn, *args, **kwargs)
+            return call(fn, *args, forbid=[(sampling, "class_balanced_batches")], **kwargs)
     finally:
         np.random.set_state(saved)
 

@@ -1,13 +1,51 @@
 """What the exercise checks of every lesson share: calling the student's function (an unsolved exercise becomes an
-AssertionError that says so), random batches, and comparing a loss, value and gradient, with PML's."""
+AssertionError that says so; an answer that calls the course's reference answer, or the PML class it re-implements,
+is refused), random batches, and comparing a loss, value and gradient, with PML's."""
+import contextlib
+
 import torch
 
+TRIPWIRE = "def {name}(*args, **kwargs):\n    raise AssertionError({message!r})\n"
 
-def call(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``, the student's function; an unsolved exercise (``NotImplementedError``) becomes an
-    AssertionError that says so."""
+
+def _tripwire(target, message: str):
+    """A function that raises an AssertionError saying ``message``, named as ``target``."""
+    namespace = {}
+    exec(TRIPWIRE.format(name=target.__name__, message=message), namespace)
+    return namespace[target.__name__]
+
+
+@contextlib.contextmanager
+def forbidding(fn, forbid):
+    """While the student's ``fn`` runs, each ``(owner, name)`` of ``forbid`` (a module's function, or a class's
+    method) raises an AssertionError that names it, however the student reached it: a function's code is swapped
+    (so that an alias fails too), a method is replaced on its class."""
+    undo = []
     try:
-        return fn(*args, **kwargs)
+        for owner, name in forbid:
+            target = getattr(owner, name)
+            whose = "PML's" if "pytorch_metric_learning" in getattr(owner, "__module__", "") else "the course's"
+            label = f"{getattr(owner, '__name__', owner)}.{name}"
+            trip = _tripwire(target, f"{fn.__name__} calls {whose} {label}, the reference this exercise asks you to "
+                                     f"write yourself: the check does not accept it.")
+            if isinstance(owner, type) or target.__code__.co_freevars:
+                undo.append((owner, name, vars(owner).get(name)))
+                setattr(owner, name, trip)
+            else:
+                undo.append((target, "__code__", target.__code__))
+                target.__code__ = trip.__code__
+        yield
+    finally:
+        for obj, attribute, value in reversed(undo):
+            setattr(obj, attribute, value) if value is not None else delattr(obj, attribute)
+
+
+def call(fn, *args, forbid=(), **kwargs):
+    """``fn(*args, **kwargs)``, the student's function, with the references ``forbid`` names out of its reach
+    (see ``forbidding``); an unsolved exercise (``NotImplementedError``) becomes an AssertionError that says so."""
+    try:
+        with forbidding(fn, forbid):
+            return fn(*args, **kwargs)
     except NotImplementedError:
         raise AssertionError(f"{fn.__name__} is not implemented yet: replace `raise NotImplementedError()` "
                              f"with your code.") from None
@@ -30,7 +68,7 @@ def compare_loss(name, fn, reference, embeddings, labels, kwargs, hints, mistake
     """Compare a student's loss (value and gradient) with PML's ``reference`` on one batch. ``mistakes``
     maps a description of a typical mistake to a PML loss factory that makes exactly that mistake."""
     student_input = embeddings.clone().requires_grad_(True)
-    result = call(fn, student_input, labels, **kwargs)
+    result = call(fn, student_input, labels, forbid=[(reference, "compute_loss")], **kwargs)
     assert torch.is_tensor(result) and result.numel() == 1, \
         f"{name} should return a scalar tensor, got {type(result).__name__}."
     pml_input = embeddings.clone().requires_grad_(True)
