@@ -69,7 +69,7 @@ def test_runner_runs_two_notebooks_at_once(tmp_path):
 def test_course_script_explains_its_commands():
     run = subprocess.run([sys.executable, str(REPO / "course.py")], capture_output=True, text=True)
     assert run.returncode == 2
-    for command in ("run", "test", "lab"):
+    for command in ("run", "test", "lab", "site"):
         assert f"course.py {command}" in run.stdout
 
 

@@ -252,3 +252,8 @@ def test_a_lesson_is_prepared_for_the_site():
 
 def test_minutes():
     assert [site.minutes(s) for s in (41.4, 60, 187.6)] == ["41 s", "1 min 00 s", "3 min 08 s"]
+
+
+def test_the_site_command_says_when_there_is_no_run(tmp_path, capsys):
+    assert site.main(["--build", str(tmp_path)]) == 1
+    assert "no executed lesson" in capsys.readouterr().err
