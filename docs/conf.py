@@ -5,6 +5,12 @@ The site is built from a copy of this folder under ``build/site-src/`` that also
 notebooks in ``notebooks/``: nothing is executed here (``nb_execution_mode = "off"``).
 Everything a page loads is in the site itself (MathJax included), so it reads offline.
 """
+import json
+from pathlib import Path
+
+# what the build knows about the course (written by course_utils/instructor/site.py): its repository's address
+COURSE = json.loads((Path(__file__).parent / "course_site.json").read_text())
+
 project = "Deep metric learning, hands-on"
 author = "The course's authors"
 copyright = "the course's authors; code MIT, text CC BY 4.0"
@@ -26,6 +32,8 @@ html_static_path = ["_static"]
 html_css_files = ["course.css"]
 html_show_sourcelink = False
 html_theme_options = {
+    "repository_url": COURSE["repository"],
+    "use_repository_button": True,  # a link to GitHub in the header (followed only when online)
     "show_toc_level": 2,
     "use_download_button": False,  # each lesson has its own download link, to the notebook without outputs
     "use_fullscreen_button": False,

@@ -28,6 +28,7 @@ def test_runner_saves_notebooks_html_and_results(tmp_path):
                           "--out", str(out), str(bad), str(good)], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 1
     assert "02_bad.ipynb" in run.stdout and "FAILED" in run.stdout and "broken lesson" in run.stdout
+    assert "FAILED: ValueError: broken lesson" in run.stdout and "\x1b[" not in run.stdout  # one line, no colours
     failed = nbformat.read(out / "02_bad.ipynb", as_version=4)  # saved up to its error, for the instructor to read
     error = failed.cells[0].outputs[0]
     assert error["output_type"] == "error" and "broken lesson" in error["evalue"]

@@ -30,6 +30,7 @@ from .workers import run_all
 QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]  # no start-up warnings from each kernel in the output
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of a traceback's text
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text: "epochs:   0%|          | 0/3 [00:00<?, ?it/s]"
 
 
@@ -79,8 +80,19 @@ def run_one(notebook: Path, out_dir: Path) -> tuple:
         execute(notebook, out_dir)
         status = "ok"
     except Exception as err:  # reported, and the other lessons carry on
-        status = f"FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"
+        status = f"FAILED: {failure(err)}"
     return time.perf_counter() - start, status
+
+
+def failure(err: Exception) -> str:
+    """What went wrong, in one line without colours: for a failed cell, the cell's exception and its message
+    (``AssertionError: The lesson claims ...``); else the last line of the error's text."""
+    if getattr(err, "ename", None):  # nbclient's CellExecutionError
+        text = f"{err.ename}: {err.evalue}" if err.evalue else err.ename
+    else:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        text = f"{type(err).__name__}: {lines[-1] if lines else ''}"
+    return " ".join(ANSI.sub("", text).split())[:300]
 
 
 ALONE = ("08_capstone_benchmark",)  # the longest lesson: 6 min with both cores, about 13 min beside another

@@ -45,8 +45,8 @@ def prepare_lesson(nb, name: str, url: str):
             cell.source = colab.BADGE_RE.sub("", cell.source)
     nb.metadata.pop("widgets", None)
     links = (f"[![Open in Colab](../_static/colab-badge.svg)]({colab_url(name, url)}) "
-             f"{{download}}`Download the notebook <downloads/{name}>` (without outputs; run it in JupyterLab "
-             "with `python3 course.py lab`)")
+             f"{{download}}`Download the notebook <downloads/{name}>` (without outputs; it runs inside the "
+             f"course's repository, [{url}]({url}), which holds the helper package and the data)")
     title = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"), -1)
     nb.cells.insert(title + 1, _markdown_cell(links))
     return nb
@@ -108,7 +108,10 @@ def results_page(everything: dict, run: dict, figures: Path) -> str:
     of it with the seeds' spread as error bars, and the lesson's other recorded numbers."""
     from ..plotting import results_figure
 
+    failed = sorted(name for name, row in run.get("lessons", {}).items() if row["status"] != "ok")
     lines = ["# Results of the run", "", run_line(run), "",
+             *([f"**Failed in this run** (their numbers are missing or partial): {', '.join(failed)}; see the "
+                "[lesson times](times.md).", ""] if failed else []),
              "Every number is read from `build/results.json`, which the lessons wrote as they ran; "
              "nothing on this page is typed. A difference smaller than the error bars (or than the course's "
              "noise margin, 0.03) is a tie, as the lessons say.", ""]
@@ -242,7 +245,9 @@ def write_sources(build: Path, src: Path) -> list:
         shutil.rmtree(src)
     shutil.copytree(course_root() / "docs", src)
     shutil.copytree(mathjax_folder(), src / "_static" / "mathjax", ignore=shutil.ignore_patterns(*UNUSED_MATHJAX))
-    names = copy_lessons(build, src, colab.repo_url())
+    url = colab.repo_url()
+    (src / "course_site.json").write_text(json.dumps({"repository": url}) + "\n")
+    names = copy_lessons(build, src, url)
     (src / GENERATED).mkdir()
     run = read_run(build)
     pages = {"results": results_page(results.load(build / "results.json"), run, src / GENERATED),
