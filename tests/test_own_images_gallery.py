@@ -34,7 +34,8 @@ def test_the_final_fit_trains_every_class_and_keeps_the_best_validation_epoch(fi
     assert [row["epoch"] for row in history] == [1, 2] and all("valid map_r" in row for row in history)
     best = max(row["valid map_r"] for row in history)
     assert [row["selected"] for row in history] == [row["valid map_r"] == best for row in history]
-    assert json.loads((final_fit / "run" / "calibration.json").read_text())["on"] == "validation images"
+    calibration = json.loads((final_fit / "run" / "calibration.json").read_text())
+    assert calibration["kind"] in ("search", "pairs") and 0 < calibration["threshold"] < 1
     assert len(json.loads((final_fit / "run" / "gallery.json").read_text())["classes"]) == 6
 
 
@@ -73,6 +74,16 @@ def test_calibrated_search_answers_no_match_for_an_unknown_class(final_fit, caps
     assert "no match" in out[0] and "no match" not in out[1] and out[1].split()[2] == "c2"
     assert cli.main(["search", str(run), str(unknown), "--threshold", "none"]) == 0
     assert "no match" not in capsys.readouterr().out
+
+
+def test_calibrate_recalibrates_on_held_out_folders_against_the_index(final_fit, capsys):
+    run = final_fit / "run"
+    assert cli.main(["index", str(run), str(final_fit / "gallery"), "--rebuild"]) == 0
+    assert cli.main(["calibrate", str(run), str(final_fit / "queries")]) == 0
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["kind"] == "search" and calibration["positives"] + calibration["negatives"] == 21
+    assert calibration["negatives"] >= 3  # at least the unknown class's queries
+    assert "held-out queries" in capsys.readouterr().out
 
 
 def test_torchscript_export_reproduces_the_embeddings_without_course_utils(final_fit):

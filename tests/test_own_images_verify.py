@@ -66,3 +66,16 @@ def test_decide_and_open_set():
     assert result["known_answered_right"] == pytest.approx(1 / 3) and result["unknown_rejected"] == 1.0
     assert verify.threshold_of({"threshold": 0.7, "at_fmr": {"0.001": {"threshold": 0.9}}}, "fmr=1e-3") == 0.9
     assert verify.threshold_of(None, "0.3") == 0.3 and verify.threshold_of({"threshold": 0.7}, "none") is None
+
+
+def test_nearest_scores_against_a_loop(held_out):
+    embeddings, labels = held_out
+    names = [f"c{int(c)}" for c in labels]
+    positives, negatives = verify.nearest_scores(embeddings[:10], names[:10], embeddings[10:], names[10:])
+    expected = {True: [], False: []}
+    for q in range(10):
+        sims = [float(F.cosine_similarity(embeddings[q], embeddings[g], dim=0)) for g in range(10, 30)]
+        g = max(range(20), key=sims.__getitem__)
+        expected[names[q] == names[10 + g]].append(sims[g])
+    assert sorted(positives.tolist()) == pytest.approx(sorted(expected[True]), abs=1e-5)
+    assert sorted(negatives.tolist()) == pytest.approx(sorted(expected[False]), abs=1e-5)

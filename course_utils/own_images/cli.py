@@ -188,16 +188,34 @@ def measure(model, images, device) -> dict:
     return {**evaluation.retrieval_metrics(embeddings, labels, "cosine"), "mean_cos": sampling.mean_cosine(embeddings)}
 
 
+def search_calibration(net, split: folder.Split, gallery, device) -> dict:
+    """The search calibration (``verify.nearest_scores``) of the held-out images (validation images of the training
+    classes, and the test images, whose classes the index of the training images lacks when the split is by class)
+    against ``gallery``, the training images' (embeddings, labels); on held-out pairs when no query (or every one)
+    finds a wrong class."""
+    parts = [s for s in (split.valid, split.test) if s is not None]
+    embedded = [evaluation.embed(net, s, device) for s in parts]
+    names = [s.classes[int(c)] for s, (_, labels) in zip(parts, embedded) for c in labels]
+    queries = torch.cat([e for e, _ in embedded])
+    positives, negatives = verify.nearest_scores(queries, names, gallery[0],
+                                                 [split.train.classes[int(c)] for c in gallery[1]])
+    if len(positives) and len(negatives):
+        return {**verify.calibrate_scores(positives, negatives), "kind": "search"}
+    print("Every held-out query found a neighbour of its class (or none did): calibrating on pairs instead.")
+    return verify.calibrate(queries, torch.tensor([sorted(set(names)).index(n) for n in names]))
+
+
 def finish(args, recipe: Recipe, split: folder.Split, net, record: dict, device) -> None:
-    """After training: measure, calibrate the threshold on the held-out images, export the model (state dict and
-    TorchScript) and the index of the training images, and print the table."""
+    """After training: measure, calibrate the "no match" threshold on the held-out images, export the model (state
+    dict and TorchScript) and the index of the training images, and print the table."""
     name, images = held_out(split)
     print(f"Measuring the trained embedding on the {len(images)} {name}, then indexing the training images ...")
     record["trained"] = measure(net, images, device)
-    calibration = verify.calibrate(*evaluation.embed(net, images, device))
-    verify.save(args.out, {**calibration, "on": name})
-    gallery = split.train.with_transform(index.preprocess(recipe.trunk, recipe.size))
-    index.export(args.out, net, gallery, device, recipe.trunk, recipe.size, args.index)
+    training_images = split.train.with_transform(index.preprocess(recipe.trunk, recipe.size))
+    gallery = evaluation.embed(net, training_images, device)
+    calibration = search_calibration(net, split, gallery, device)
+    verify.save(args.out, {**calibration, "on": "held-out images against the training images"})
+    index.export(args.out, net, training_images, device, recipe.trunk, recipe.size, args.index, embedded=gallery)
     network.export_torchscript(args.out / TORCHSCRIPT, net, recipe.size)
     write_record(args.out, recipe, record)
     print(evaluation.metrics_table({"trunk features, untrained": {name: record["baseline"]},

@@ -40,7 +40,8 @@ def add_parsers(commands) -> None:
     evaluator.add_argument("--json", type=Path, help="also write the results to this file")
     calibrator = commands.add_parser("calibrate", help="calibrate the 'no match' threshold on held-out images")
     calibrator.add_argument("run_dir", type=Path)
-    calibrator.add_argument("held_out", type=Path, nargs="+", help="folders or files of held-out images")
+    calibrator.add_argument("held_out", type=Path, nargs="+", help="folders or files of held-out images, of the "
+                            "gallery's classes and of classes it lacks (class = folder name)")
     for parser in (indexer, searcher, evaluator, calibrator):
         parser.add_argument("--device", default="auto")
 
@@ -125,7 +126,12 @@ def evaluate_command(args) -> int:
 def calibrate_command(args) -> int:
     run = index.load(args.run_dir)
     found = index.Gallery().scan(args.held_out)
-    calibration = verify.calibrate(*index.embed_paths(run.model, found, run.size, device_from(args.device)))
+    queries, labels = index.embed_paths(run.model, found, run.size, device_from(args.device))
+    distances, nearest = index.search(run.index, queries, 1)  # the run's index: exact or approximate, as search uses
+    right = torch.tensor([found.classes[int(c)] == run.classes[int(run.labels[i])]
+                          for c, i in zip(labels, nearest[:, 0])])
+    best = 1 - distances[:, 0]
+    calibration = {**verify.calibrate_scores(best[right], best[~right]), "kind": "search"}
     verify.save(args.run_dir, {**calibration, "on": " ".join(map(str, args.held_out))})
     print(verify.summary(calibration))
     return 0

@@ -103,11 +103,12 @@ def write(run_dir, index: faiss.Index, gallery: Gallery) -> None:
 
 
 def export(run_dir, model, gallery: folder.ImageList, device, arch: str, size: int, kind: str = "flat",
-           source: str = "training") -> faiss.Index:
-    """Embed the ``gallery`` images, and write the model, their index and their paths and classes to ``run_dir``."""
+           source: str = "training", embedded=None) -> faiss.Index:
+    """Embed the ``gallery`` images (unless ``embedded`` gives their (embeddings, labels)), and write the model,
+    their index and their paths and classes to ``run_dir``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    embeddings, labels = evaluation.embed(model, gallery, device)
+    embeddings, labels = embedded or evaluation.embed(model, gallery, device)
     index = build(kind, embeddings)
     network.save_model(run_dir / FILES["model"], model, arch, size)
     write(run_dir, index, Gallery(list(gallery.classes), list(gallery.paths), labels.tolist(), source))

@@ -1,10 +1,13 @@
-"""A "no match" answer (lesson 10): a cosine-similarity threshold calibrated on held-out pairs, as TensorFlow
+"""A "no match" answer (lesson 10): a cosine-similarity threshold calibrated on held-out data, as TensorFlow
 Similarity's ``calibrate``/``match`` and OpenMetricLearning's thresholding do, and open-set evaluation.
 
-Pairs of held-out images of the same class are *positives*, of different classes *negatives*. Above a threshold
-a pair is declared a match: precision, recall and F1 of that decision against the threshold, and the biometric
-names for its two errors: FMR (false match rate: negatives above the threshold) and FNMR (false non-match rate:
-positives below it). The calibration stored with a model is ``calibration.json`` in the run folder."""
+For verification (1:1, ``calibrate``), pairs of held-out images of the same class are *positives*, of different
+classes *negatives*. For search (1:N, ``calibrate_search``), a held-out query whose nearest gallery image is of its
+class is a positive, one whose nearest image is of another class (every query of a class the gallery lacks) a
+negative: the best of N similarities is higher than a typical pair's, so search needs its own threshold. Above
+a threshold a score is declared a match: precision, recall and F1 of that decision against the threshold, and the
+biometric names for its two errors: FMR (false match rate: negatives above the threshold) and FNMR (false
+non-match rate: positives below it). The calibration stored with a model is ``calibration.json`` in the run folder."""
 import json
 from pathlib import Path
 
@@ -48,13 +51,13 @@ def fnmr_at_fmr(positives, negatives, fmr: float) -> tuple:
     return threshold, float((positives < threshold).float().mean())
 
 
-def calibrate(embeddings, labels) -> dict:
-    """The calibration of held-out embeddings (N, D): the threshold of best F1 (the default decision; halfway to
-    the next pair's similarity, so that new pairs near the boundary fall on the side of the gap they are closer
-    to), its precision and recall, and the threshold and FNMR at each FMR of ``FMRS``."""
-    positives, negatives = pair_similarities(embeddings, labels)
+def calibrate_scores(positives, negatives) -> dict:
+    """The calibration of scores that should match (``positives``) and should not (``negatives``): the threshold
+    of best F1 (the default decision; halfway to the next score, so that new scores near the boundary fall on the
+    side of the gap they are closer to), its precision and recall, and the threshold and FNMR at each FMR of
+    ``FMRS``."""
     if len(positives) == 0 or len(negatives) == 0:
-        raise ValueError("Calibration needs held-out pairs of the same class and of different classes.")
+        raise ValueError("Calibration needs held-out images that should match and images that should not.")
     c = curve(positives, negatives)
     best = int(c["f1"].argmax())
     at_fmr = {f"{fmr:g}": dict(zip(("threshold", "fnmr"), fnmr_at_fmr(positives, negatives, fmr))) for fmr in FMRS}
@@ -62,6 +65,27 @@ def calibrate(embeddings, labels) -> dict:
             "precision": float(c["precision"][best]), "recall": float(c["recall"][best]), "at_fmr": at_fmr,
             "positives": len(positives), "negatives": len(negatives),
             "mean_positive": float(positives.mean()), "mean_negative": float(negatives.mean())}
+
+
+def calibrate(embeddings, labels) -> dict:
+    """Verification (1:1): the calibration of every pair of held-out embeddings (N, D), same class or not."""
+    return {**calibrate_scores(*pair_similarities(embeddings, labels)), "kind": "pairs"}
+
+
+def nearest_scores(queries, query_classes, gallery, gallery_classes) -> tuple:
+    """Search (1:N): the cosine similarity of each query (N, D) to its nearest gallery image (M, D), split into
+    (positives: the nearest image is of the query's class, negatives: it is not, as for every query of a class
+    the gallery lacks). Classes are names (or any labels comparable across the two sets)."""
+    similarity = F.normalize(queries.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
+    best, nearest = similarity.max(1)
+    right = torch.tensor([query_classes[q] == gallery_classes[int(g)] for q, g in enumerate(nearest)])
+    return best[right], best[~right]
+
+
+def calibrate_search(queries, query_classes, gallery, gallery_classes) -> dict:
+    """The threshold ``search`` answers "no match" below: calibrated on held-out queries' nearest gallery images
+    (``nearest_scores``); the queries should include classes the gallery lacks."""
+    return {**calibrate_scores(*nearest_scores(queries, query_classes, gallery, gallery_classes)), "kind": "search"}
 
 
 def save(run_dir, calibration: dict) -> None:
@@ -109,5 +133,30 @@ def summary(calibration: dict) -> str:
     """Two lines on a calibration: the F1 threshold with its precision and recall, and FNMR at each FMR."""
     c = calibration
     fmr = ", ".join(f"FNMR {v['fnmr']:.3f} at FMR {k} (threshold {v['threshold']:.3f})" for k, v in c["at_fmr"].items())
+    what = "pairs" if c.get("kind") == "pairs" else "queries (nearest gallery image of the right class or not)"
     return (f"threshold {c['threshold']:.3f}: F1 {c['f1']:.3f}, precision {c['precision']:.3f}, recall "
-            f"{c['recall']:.3f} on {c['positives']} positive and {c['negatives']} negative held-out pairs\n{fmr}")
+            f"{c['recall']:.3f} on {c['positives']} positive and {c['negatives']} negative held-out {what}\n{fmr}")
+
+
+def plot_calibration(positives, negatives, calibration: dict, axes=None):
+    """Two panels: the similarity distributions of positive and negative held-out scores (pairs, or queries'
+    nearest gallery images) with the calibrated threshold, and precision, recall and F1 against the threshold.
+    Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    left, right = axes
+    bins = torch.linspace(float(torch.cat([positives, negatives]).min()), 1, 50).tolist()
+    left.hist(negatives.tolist(), bins=bins, density=True, alpha=0.6, label=f"negatives ({len(negatives)})")
+    left.hist(positives.tolist(), bins=bins, density=True, alpha=0.6, label=f"positives ({len(positives)})")
+    c = curve(positives, negatives)
+    for name in ("precision", "recall", "f1"):
+        right.plot(c["threshold"].tolist(), c[name].tolist(), label=name)
+    for ax in axes:
+        ax.axvline(calibration["threshold"], color="black", linestyle="--", label="threshold (best F1)")
+        ax.set_xlabel("cosine similarity")
+        ax.legend()
+    left.set(ylabel="density", title="Held-out scores that should match (positives) or not")
+    right.set(ylabel="score of 'match when similarity >= threshold'", title="Precision, recall, F1 vs threshold")
+    return left.figure
