@@ -53,7 +53,7 @@ def grader(*args, module="course_utils.instructor.grade") -> subprocess.Complete
 
 def run_grader(source, submission, tmp_path, timeout=20):
     report = tmp_path / "report.json"
-    out = grader(submission, "--source", source, "--json", report, "--timeout", timeout)
+    out = grader(submission, "--source", source, "--json", report, "--timeout", timeout, "--out", tmp_path / "book")
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(report.read_text()), out.stdout
 
@@ -136,6 +136,25 @@ def test_solution_cells_without_metadata_are_found_by_the_name_they_define(cours
     assert grade.recover_solutions(nb, instructor)[1] == {}
 
 
+def test_a_killed_grader_keeps_finished_rows_and_resume_skips_them(course, tmp_path):
+    """Rows are on disk as each submission finishes; --resume grades only the rest and reports them all."""
+    for name in ("ann", "ben"):
+        (tmp_path / name).mkdir()
+        nbformat.write(assignment(), tmp_path / name / "hw.ipynb")
+    book = tmp_path / "book"
+    book.mkdir()
+    first = grader(tmp_path / "ann", "--source", course, "--out", book)
+    assert first.returncode == 0, first.stderr[-2000:]
+    log = (book / "graded.jsonl").read_text().splitlines()
+    assert len(log) == 1 and json.loads(log[0])["points"] == 5
+    (tmp_path / "ann" / "hw.ipynb").write_text("{ changed after grading: not graded again")
+    out = grader(tmp_path / "ann", tmp_path / "ben", "--source", course, "--out", book, "--resume",
+                 "--json", tmp_path / "r.json")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [nb["points"] for nb in report["notebooks"]] == [5, 5] and "1/1" in out.stderr
+    assert len((book / "graded.jsonl").read_text().splitlines()) == 2
+
+
 def test_lost_metadata_is_graded_with_the_hidden_tests_and_flagged(course, tmp_path):
     nb = without_metadata(assignment(add="    return 3", mul="    return a * b"))  # add fails a hidden test
     report, stdout = run_grader(course, submit(tmp_path, nb), tmp_path)
@@ -166,30 +185,34 @@ def test_a_class_in_one_run_with_feedback_and_a_renamed_file(course, tmp_path):
         (tmp_path / name).mkdir()
         nbformat.write(nb, tmp_path / name / "hw.ipynb")
     (tmp_path / "carol").mkdir()
-    nbformat.write(assignment(), tmp_path / "carol" / "hw (1).ipynb")
+    nbformat.write(assignment(), tmp_path / "carol" / "hw (1).ipynb")  # renamed: matched by its grade_ids
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "carol" / "notes.ipynb")  # no exercise: skipped
     report_path, feedback = tmp_path / "class.json", tmp_path / "feedback"
     folders = [tmp_path / name for name in ("alice", "bob", "carol")]
-    out = grader(*folders, "--source", course, "--json", report_path, "--feedback", feedback, "--jobs", 2)
+    out = grader(*folders, "--source", course, "--json", report_path, "--feedback", feedback, "--jobs", 2,
+                 "--out", tmp_path / "book")
     assert out.returncode == 1  # something was skipped: the instructor must look
-    assert "grading: 100%" in out.stderr and "2/2" in out.stderr  # the progress bar
+    assert "grading: 100%" in out.stderr and "3/3" in out.stderr  # the progress bar
     report = json.loads(report_path.read_text())
     totals = {Path(nb["submission"]).parent.name: nb["points"] for nb in report["notebooks"]}
-    assert totals == {"alice": 5, "bob": 2}
+    assert totals == {"alice": 5, "bob": 2, "carol": 5}
     assert "alice/hw.ipynb" in out.stdout and "bob/hw.ipynb" in out.stdout and "SKIPPED" in out.stdout
-    assert report["skipped"][0]["submission"].endswith("hw (1).ipynb")
+    assert report["skipped"][0]["submission"].endswith("notes.ipynb")
     bob_mul = report["notebooks"][1]["exercises"][1]["status"]
     assert bob_mul == "failed: ValueError: " + "x" * 500  # the JSON keeps the whole message
-    assert sorted(p.name for p in feedback.iterdir()) == ["alice__hw.ipynb", "bob__hw.ipynb"]
-    one_at_a_time = grader(*folders, "--source", course, "--json", tmp_path / "serial.json", "--jobs", 1)
+    assert sorted(p.name for p in feedback.iterdir()) == ["alice__hw.ipynb", "bob__hw.ipynb", "carol__hw (1).ipynb"]
+    bob = nbformat.read(feedback / "bob__hw.ipynb", as_version=4)
+    assert not any("HIDDEN" in c.source or "mul(0, 5)" in c.source for c in bob.cells)  # no hidden tests
+    one_at_a_time = grader(*folders, "--source", course, "--json", tmp_path / "serial.json", "--jobs", 1,
+                           "--out", tmp_path / "book1")
     assert json.loads((tmp_path / "serial.json").read_text()) == report  # --jobs 2 changed nothing but the time
     assert one_at_a_time.stdout == out.stdout
 
 
-def test_lesson_01_zero_and_partial(tmp_path, monkeypatch):
-    """The real lesson, graded two ways at once, in quick mode: the student copy (nothing solved, in this process)
-    and a copy with one exercise solved (the grader's command, in a subprocess). Full marks need no third run:
-    nbval executes the instructor's notebook, hidden tests included, and the made-up assignment's tests grade a
-    full solution through the same code."""
+def test_lesson_01_zero_and_partial(tmp_path):
+    """The real lesson in quick mode, two students in one run: the student copy (nothing solved) and a copy with one
+    exercise solved. Full marks need no third run: nbval executes the instructor's notebook, hidden tests included,
+    and the made-up assignment's tests grade a full solution through the same code."""
     source = REPO / "notebooks" / "01_embeddings.ipynb"
     student = assign.student_notebook(nbformat.read(source, as_version=4))
     partial = nbformat.from_dict(student)
@@ -197,26 +220,22 @@ def test_lesson_01_zero_and_partial(tmp_path, monkeypatch):
                     if assign.grading(c).get("grade_id") == "cosine_distance")
     index = next(i for i, c in enumerate(partial.cells) if assign.grading(c).get("grade_id") == "cosine_distance")
     partial.cells[index] = solution
-    (tmp_path / "partial").mkdir()
-    nbformat.write(partial, tmp_path / "partial" / source.name)
-    proc = subprocess.Popen([sys.executable, "-m", "course_utils.instructor.grade",
-                             str(tmp_path / "partial" / source.name), "--json", str(tmp_path / "partial.json")],
-                            stdout=subprocess.PIPE, text=True)
-    # meanwhile, the untouched student copy in this process, keeping the executed cells to inspect
-    monkeypatch.setenv("COURSE_QUICK", "1")
-    instructor = nbformat.read(source, as_version=4)
-    executed = grade.execute(grade.prepare(student, instructor), timeout=600, cwd=source.parent)
-    student_rows = grade.score(executed, instructor, student, timeout=600)
-    proc.communicate(timeout=600)
-    report = json.loads((tmp_path / "partial.json").read_text())["notebooks"][0]
+    for name, nb in (("zero", student), ("partial", partial)):
+        (tmp_path / name).mkdir()
+        nbformat.write(nb, tmp_path / name / source.name)
+    out = grader(tmp_path / "zero", tmp_path / "partial", "--json", tmp_path / "r.json", "--out", tmp_path / "book",
+                 "--feedback", tmp_path / "feedback", "--jobs", 2)
+    assert out.returncode == 0, out.stderr[-3000:]
+    zero, report = json.loads((tmp_path / "r.json").read_text())["notebooks"]
     total = report["max_points"]
-    assert total >= 4 and sum(row["max_points"] for row in student_rows) == total
-    assert sum(row["points"] for row in student_rows) == 0
+    assert total >= 4 and zero["max_points"] == total and zero["points"] == 0
     assert statuses({"notebooks": [report]})["cosine_distance_check"][1] == "passed"
     assert 0 < report["points"] < total
     # the student copy runs top to bottom except at the exercises: only their cells raise
+    executed = nbformat.read(tmp_path / "feedback" / f"zero__{source.name}", as_version=4)
     failing = [c for c in executed.cells if any(o.output_type == "error" for o in c.get("outputs", []))]
     assert failing and all(assign.grading(c) for c in failing)
+    assert not any(assign.BEGIN_HIDDEN in c.source or "_gr_" in c.source for c in executed.cells)
 
 
 def test_written_answers_stay_the_students_and_are_left_for_hand_grading(tmp_path):

@@ -34,3 +34,18 @@ def test_share_cores_only_for_several_jobs_and_never_over_the_users_setting(monk
     monkeypatch.setenv(workers.WAIT_POLICY, "ACTIVE")
     workers.share_cores(2)
     assert os.environ[workers.WAIT_POLICY] == "ACTIVE"
+
+
+def test_run_commands_gives_each_its_exit_status_kills_the_slow_and_reuses_slots():
+    import sys
+
+    slots = {}
+
+    def command(i, slot):
+        slots[i] = slot
+        code = "import time; time.sleep(30)" if i == 3 else f"raise SystemExit({i})"
+        return [sys.executable, "-c", code]
+
+    results = dict(workers.run_commands(command, 5, jobs=2, timeout=5))
+    assert results == {0: 0, 1: 1, 2: 2, 3: -9, 4: 4}
+    assert set(slots.values()) <= {0, 1}

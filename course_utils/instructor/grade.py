@@ -1,26 +1,33 @@
 """Autograder: run each submitted notebook in a fresh kernel with the instructor's check cells (hidden
-tests included) and report points per exercise.
+tests included) and report points per exercise; write the gradebook and the class report.
 
-    python -m course_utils.instructor.grade SUBMISSION [SUBMISSION ...] [--json report.json] [--jobs N]
+    python -m course_utils.instructor.grade SUBMISSION [SUBMISSION ...] [--out gradebook/] [--resume] [--jobs N]
 
-SUBMISSION is a notebook or a folder of notebooks; each is matched by file name with the instructor's
-notebook in --source (default: the course's notebooks/). Submissions are graded --jobs at a time, each in
-its own kernel. Submitted code runs with your permissions: grade in a container or a throw-away account.
+SUBMISSION is a notebook or a folder of notebooks (one folder per student, or a flat LMS download); each is matched
+to the instructor's notebook in --source (default: the course's notebooks/) by name or by the grade_ids it holds
+(``lms``). Each is graded in a child process (``submission``), its kernel in a throw-away workspace with resource
+limits (``jail``), its check cells armed so that a verdict cannot be forged (``verdict``); each report row is
+appended to OUT/graded.jsonl as it finishes. See docs/grading.md for what is stopped with and without --sandbox.
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
 
 from .. import claims
 from ..paths import notebooks_dir
-from .assign import grading
-from .run_course import QUIET_KERNEL
-from .workers import run_all
+from . import gradebook, jail, lms, mistakes, tamper, verdict
+from .assign import grading, strip_hidden_tests
+from .workers import run_commands
+
+GRADED = "graded.jsonl"
 
 DEFINITION = re.compile(r"^(?:def|class)\s+(\w+)|^(\w+)\s*=(?!=)", re.M)
 
@@ -86,84 +93,80 @@ def prepare(submission, instructor):
     return nb
 
 
-def execute(nb, timeout: int, cwd: Path):
-    """Run every cell, errors and all; a cell running past ``timeout`` seconds is interrupted."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
-
-    client = NotebookClient(nb, timeout=timeout, allow_errors=True, interrupt_on_timeout=True, kernel_name="python3",
-                            extra_arguments=QUIET_KERNEL, resources={"metadata": {"path": str(cwd)}})
-    try:
-        client.execute()
-    except DeadKernelError:
-        pass  # cells after the crash have not run: they score nothing
+def arm_checks(nb, secret: str, sources: dict, files: dict):
+    """The prepared notebook with each check cell armed (see ``verdict.arm``)."""
+    for cell in nb.cells:
+        meta = grading(cell)
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            cell.source = verdict.arm(cell.source, secret, sources, files)
     return nb
 
 
-def cell_status(cell, timeout: int) -> str:
-    """'passed', or why the cell earned nothing."""
-    if cell.execution_count is None and not cell.outputs:
-        return "not run (the kernel died before this cell)"
-    for output in cell.outputs:
-        if output.output_type == "error":
-            if output.ename == "KeyboardInterrupt":
-                return f"timed out after {timeout} s"
-            return f"failed: {output.ename}: {str(output.evalue).splitlines()[0] if output.evalue else ''}"
-    return "passed"
-
-
 def report_row(check, status: str, note: str = "") -> dict:
-    """A report row for one check cell: its points if ``status`` is 'passed', else none."""
+    """A report row for one check cell: its points if ``status`` is 'passed', else none; the mistake's code."""
     meta = grading(check)
     points = meta.get("points", 0) if status == "passed" else 0
     return {"grade_id": meta["grade_id"], "points": points, "max_points": meta.get("points", 0),
-            "status": status, "note": note}
+            "status": status, "note": note, "mistake": mistakes.code(meta["grade_id"], status)}
 
 
-def score(executed, instructor, submission, timeout: int, recovered=None) -> list:
-    """One row per exercise check: grade_id, points, max_points, status, note (``recovered``'s, if any)."""
-    by_id = {grading(c).get("grade_id"): c for c in executed.cells}
+def score(executed, instructor, submission, timeout: int, recovered=None, client=None) -> list:
+    """One row per exercise check: grade_id, points, max_points, status, note (``recovered``'s, if any), mistake;
+    each check's status from the kernel's execute reply and the secret (``client``, a ``verdict.GradingClient``)."""
+    index = {grading(c).get("grade_id"): i for i, c in enumerate(executed.cells)}
     submitted = {grading(c).get("grade_id") for c in submission.cells}
+    replies, seen = (client.replies, client.seen) if client else ({}, set())
     rows = []
     for check, solution_id in checks_with_exercises(instructor):
         if solution_id is not None and solution_id not in submitted:
             status = f"solution cell '{solution_id}' was deleted"
         else:
-            status = cell_status(by_id[grading(check)["grade_id"]], timeout)
+            i = index[grading(check)["grade_id"]]
+            status = verdict.verdict(replies.get(i), i in seen, timeout, getattr(client, "stopped", ""))
         rows.append(report_row(check, status, (recovered or {}).get(solution_id, "")))
     for answer in filter(is_written_answer, instructor.cells):
         row = report_row(answer, "written answer: grade by hand")
-        rows.append({**row, "max_points": 0, "note": f"worth {row['max_points']} point(s), not counted here"})
+        rows.append({**row, "max_points": 0, "worth": row["max_points"],
+                     "note": f"worth {row['max_points']} point(s), not counted here"})
     return rows
 
 
-def grade_notebook(path: Path, source_dir: Path, timeout: int = 600, feedback=None) -> dict:
-    """Grade one submitted notebook against the instructor notebook of the same name; with ``feedback``
-    (a folder), also save the executed notebook there as ``<submission folder>__<notebook>``."""
-    instructor = nbformat.read(source_dir / path.name, as_version=4)
-    try:
-        submission = nbformat.read(path, as_version=4)
-    except Exception as err:  # unreadable file: every exercise scores zero
-        status = f"notebook unreadable: {type(err).__name__}"
-        rows = [report_row(check, status) for check, _ in checks_with_exercises(instructor)]
-    else:
-        submission, recovered = recover_solutions(submission, instructor)
-        executed = execute(prepare(submission, instructor), timeout, source_dir)
-        rows = score(executed, instructor, submission, timeout, recovered)
-        if feedback is not None:
-            Path(feedback).mkdir(parents=True, exist_ok=True)
-            nbformat.write(executed, Path(feedback) / f"{path.resolve().parent.name}__{path.name}")
-    return {"submission": str(path), "notebook": path.name, "points": sum(r["points"] for r in rows),
+def notebook_report(path: Path, rows: list, notebook: str = None) -> dict:
+    """One submission's report (``notebook``: the lesson it answers, by default its file name): rows, totals."""
+    return {"submission": str(path), "notebook": notebook or path.name, "points": sum(r["points"] for r in rows),
             "max_points": sum(r["max_points"] for r in rows), "exercises": rows}
 
 
-def grade_all(tasks, jobs: int) -> list:
-    """``grade_notebook(*task)`` for every task, ``jobs`` at a time in worker processes (see
-    ``workers.share_cores``), with a progress bar; the results in the order of ``tasks``."""
-    from tqdm.auto import tqdm
+def zero_report(path: Path, instructor, status: str, notebook: str = None) -> dict:
+    """Every exercise of ``instructor`` scoring nothing, with ``status``."""
+    rows = [report_row(check, status) for check, _ in checks_with_exercises(instructor)]
+    return notebook_report(path, rows, notebook)
 
-    graded = dict(tqdm(run_all(grade_notebook, tasks, jobs), total=len(tasks), desc="grading", unit="notebook"))
-    return [graded[i] for i in range(len(tasks))]
+
+def unreadable(path: Path, instructor, err, notebook: str = None) -> dict:
+    """The report of a submission that is not a notebook."""
+    return zero_report(path, instructor, f"notebook unreadable: {type(err).__name__}", notebook)
+
+
+def feedback_name(path: Path) -> str:
+    """``<submission folder>__<notebook>``: the feedback notebook's file name."""
+    return f"{path.resolve().parent.name}__{path.name}"
+
+
+def write_feedback(executed, instructor, out: Path) -> None:
+    """The executed submission for its student: check cells as the student copy has them (no hidden tests), errors
+    as their one-line message (a traceback would show the hidden tests' code)."""
+    nb = nbformat.from_dict(executed)
+    checks = {grading(c)["grade_id"]: c for c, _ in checks_with_exercises(instructor)}
+    for cell in nb.cells:
+        grade_id = grading(cell).get("grade_id")
+        if grade_id in checks:
+            cell.source = strip_hidden_tests(checks[grade_id].source)
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                output.traceback = [f"{output.ename}: {output.evalue}"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
 
 
 def collect(paths) -> list:
@@ -184,6 +187,10 @@ def format_report(report: dict) -> str:
             status += f"  [{row['note']}]" if row.get("note") else ""
             lines.append(f"{name:<44}{row['grade_id']:<26}{row['points']:>4}/{row['max_points']:<3}  {status}")
         lines.append(f"{name:<44}{'total':<26}{nb['points']:>4}/{nb['max_points']:<3}")
+    for nb in report["notebooks"]:
+        if Path(nb["submission"]).name != nb["notebook"]:
+            lines.append(f"MATCHED {nb['submission']} -> {nb['notebook']}, student "
+                         f"{lms.student(nb['submission'], nb['notebook'])}")
     for skipped in report["skipped"]:
         lines.append(f"SKIPPED {skipped['submission']}: {skipped['reason']}")
     return "\n".join(lines)
@@ -194,33 +201,111 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("submissions", nargs="+", type=Path)
     parser.add_argument("--source", type=Path, help="instructor notebooks (default: the course's notebooks/)")
-    parser.add_argument("--json", type=Path, help="write the report here as JSON")
+    parser.add_argument("--out", type=Path, default=Path("gradebook"),
+                        help="where graded.jsonl, grades.csv and the class report go (default: ./gradebook)")
+    parser.add_argument("--json", type=Path, help="also write the whole report here as JSON")
+    parser.add_argument("--resume", action="store_true", help="keep the submissions already in OUT/graded.jsonl")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     parser.add_argument("--full", action="store_true", help="run in full mode (default: quick mode)")
     parser.add_argument("--feedback", type=Path, help="save each executed submission in this folder")
+    parser.add_argument("--hand-graded", type=Path, help="CSV of hand-graded points: student,grade_id,points")
+    parser.add_argument("--sandbox", action="store_true", help="run each kernel inside bubblewrap")
+    parser.add_argument("--memory", type=float, default=8, help="GiB of address space per kernel (default 8)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="submissions graded at once (default: the number of CPU cores)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.sandbox and not jail.sandbox_available():
+        parser.error("--sandbox needs bubblewrap (apt-get install bubblewrap), and it cannot start here")
     args.source = (args.source or notebooks_dir()).resolve()
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    os.environ["COURSE_QUICK"] = "0" if args.full else "1"
-    # full mode grades on the course's claims, as course.py run does
-    os.environ[claims.STRICT_ENV] = "1" if args.full else "0"
-    tasks, skipped = [], []
-    for path in collect(args.submissions):
-        if (args.source / path.name).is_file():
-            tasks.append((path, args.source, args.timeout, args.feedback))
-        else:
+def tasks_of(args, found: list) -> tuple:
+    """``(tasks, skipped)``: a task (a dict for ``submission``) per submission matched to an instructor notebook,
+    with that notebook and the checks' sources as they are now."""
+    sources, files = verdict.check_sources()
+    instructors, tasks, skipped = {}, [], []
+    env = {"COURSE_QUICK": "0" if args.full else "1", claims.STRICT_ENV: "1" if args.full else "0"}
+    for path, notebook in found:
+        if notebook is None:
             reason = f"no instructor notebook named {path.name!r} in {args.source} (was the file renamed?)"
             skipped.append({"submission": str(path), "reason": reason})
-    report = {"notebooks": grade_all(tasks, args.jobs), "skipped": skipped}
+            continue
+        if notebook not in instructors:
+            instructors[notebook] = nbformat.read(args.source / notebook, as_version=4)
+        tasks.append({"submission": str(path), "notebook": notebook, "instructor": instructors[notebook],
+                      "sources": sources, "files": files, "timeout": args.timeout, "sandbox": args.sandbox,
+                      "feedback": str(args.feedback.resolve()) if args.feedback else None, "env": env,
+                      "secret": verdict.new_secret(), "run": verdict.new_secret()})
+    return tasks, skipped
+
+
+def grade_all(tasks: list, args, done: dict) -> list:
+    """Grade every task not in ``done`` (submission -> report), ``args.jobs`` at a time, each in a child process
+    (``submission``); each report appended to OUT/graded.jsonl as it finishes. The reports in task order."""
+    from tqdm.auto import tqdm
+
+    todo = [t for t in tasks if t["submission"] not in done]
+    work = Path(tempfile.mkdtemp(prefix="grader-tasks-"))
+    guard = tamper.Snapshot(jail.PACKAGE, sorted({args.source / t["notebook"] for t in todo}))
+    memory = int(args.memory * 2**30)
+
+    def command(i, slot):
+        task = dict(todo[i], limits=asdict(jail.limits_for(slot, address_space=memory)),
+                    result=str(work / f"{i}.result.json"), package=str(guard.template))
+        (work / f"{i}.task.json").write_text(json.dumps(task))
+        return [sys.executable, "-m", "course_utils.instructor.submission", str(work / f"{i}.task.json")]
+
+    limit = 300 + args.timeout * (2 + max((len(t["instructor"]["cells"]) for t in todo), default=1))
+    with open(args.out / GRADED, "a") as log:
+        for i, returncode in tqdm(run_commands(command, len(todo), args.jobs, limit), total=len(todo),
+                                  desc="grading", unit="notebook"):
+            report = finished(todo[i], work / f"{i}.result.json", returncode, guard)
+            done[todo[i]["submission"]] = report
+            log.write(json.dumps(report) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+    shutil.rmtree(work, ignore_errors=True)
+    guard.remove()
+    return [done[t["submission"]] for t in tasks]
+
+
+def finished(task: dict, result: Path, returncode: int, guard) -> dict:
+    """A finished child's report; all zero if it died before writing one, or if the instructor's files changed
+    while it ran (they are put back)."""
+    jail.kill_marked(task["run"])
+    path, instructor, notebook = Path(task["submission"]), nbformat.from_dict(task["instructor"]), task["notebook"]
+    changed = guard.changed()
+    if changed:
+        return zero_report(path, instructor, "failed: the submission wrote to the instructor's files: "
+                           + ", ".join(changed[:3]), notebook)
+    if not result.is_file():
+        return zero_report(path, instructor, f"failed: the grading process died (exit code {returncode}): "
+                           "the submission killed it, or it ran out of time", notebook)
+    return json.loads(result.read_text())
+
+
+def previous(args) -> dict:
+    """The reports already in OUT/graded.jsonl (with --resume; else the file is started afresh)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / GRADED
+    if not args.resume or not log.is_file():
+        log.write_text("")
+        return {}
+    reports = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {r["submission"]: r for r in reports}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    found = lms.match(collect(args.submissions), args.source)
+    tasks, skipped = tasks_of(args, found)
+    report = {"notebooks": grade_all(tasks, args, previous(args)), "skipped": skipped}
     print(format_report(report))
+    book = gradebook.write_all(report, args.out, args.hand_graded)
+    print(book)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 1 if skipped else 0
