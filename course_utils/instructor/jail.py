@@ -49,8 +49,14 @@ class Limits:
 
 def limits_for(slot: int, **sizes) -> Limits:
     """The limits of a kernel in job slot ``slot``: as root, its own user id, so that the process limit counts
-    its processes only and the instructor's files are read-only to it."""
-    return Limits(**sizes, uid=FIRST_UID + slot if os.geteuid() == 0 else None)
+    its processes only and the instructor's files are read-only to it; else the process limit counts the user's
+    processes and threads too, so it is raised by as many as run now."""
+    if os.geteuid() == 0:
+        return Limits(**sizes, uid=FIRST_UID + slot)
+    limits = Limits(**sizes)
+    limits.processes += sum(p.info["num_threads"] or 0 for p in psutil.process_iter(["uids", "num_threads"])
+                            if p.info["uids"] and p.info["uids"].real == os.getuid())
+    return limits
 
 
 def workspace(package: Path, uid=None) -> Path:
