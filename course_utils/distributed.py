@@ -18,6 +18,11 @@ one process's batch. Run this module with ``torchrun``, which starts one process
 share. ``--batch-size`` is per process: a step trains on ``world size × batch size`` images. ``--device auto``
 runs each process on GPU ``LOCAL_RANK`` with nccl when there are enough GPUs, else on the CPU with gloo.
 ``python -m course_utils.distributed train --help`` lists every option.
+
+This script trains lesson 09's Fashion-MNIST network. For a folder of your own images (a ResNet, a sampler of
+each process's own classes, mixed precision, checkpoints that resume with any number of processes), the same
+launch runs lesson 10's command: ``torchrun --nproc_per_node=N -m course_utils.own_images train FOLDER --out RUN``
+(``course_utils.own_images.parallel``; docs/own_images.md).
 """
 import argparse
 import json
