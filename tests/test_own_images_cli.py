@@ -9,6 +9,7 @@ from own_images_folders import write_folder
 
 from course_utils import training
 from course_utils.own_images import cli
+from course_utils.own_images import folder as own_folder
 
 TINY = ["--trunk", "resnet18", "--size", "16", "--weights", "none", "--batch-size", "8", "--embedding-dim", "16"]
 
@@ -59,6 +60,7 @@ def test_an_interrupted_command_resumes_when_rerun(tmp_path, monkeypatch, capsys
     assert train_cli(folder, tmp_path / "run", epochs=2) == 130
     assert "Run the same command again" in capsys.readouterr().err
     monkeypatch.setattr(training, "save_checkpoint", save)
+    monkeypatch.setattr(own_folder, "unreadable", lambda path: pytest.fail(f"the resume opened {path} again"))
     assert train_cli(folder, tmp_path / "run", epochs=2) == 0
     assert "Resuming after epoch 1" in capsys.readouterr().out
     history = json.loads((tmp_path / "run" / "recipe.json").read_text())["history"]

@@ -233,7 +233,8 @@ def train_command(args) -> int:
     recipe, record = start_or_resume(args, args.out)
     seed_everything(recipe.seed)
     split = folder.load_split(args.folder, recipe.split, recipe.test_fraction, recipe.size, recipe.seed,
-                              recipe.valid_fraction, network.eval_resize(recipe.trunk))
+                              recipe.valid_fraction, network.eval_resize(recipe.trunk), verify=not record,
+                              skip=[path for path, _ in record.get("skipped", [])])  # a resume opens no file
     print(folder.describe(split))
     model = build_model(recipe, len(split.train.classes), bool(record), download=not args.offline)
     metric_loss, miner, loader, optimizer = build_training(recipe, model, split.train, args.workers, world_size, rank)
@@ -241,7 +242,7 @@ def train_command(args) -> int:
     if not record:
         name, images = held_out(split)
         print(f"Measuring the untrained trunk features on the {len(images)} {name} ...")
-        record.update(folder=str(args.folder), baseline=measure(net.trunk, images, device))
+        record.update(folder=str(args.folder), skipped=split.skipped, baseline=measure(net.trunk, images, device))
         if rank == 0:
             write_record(args.out, recipe, record)
     record["history"] = parallel.fit(model, metric_loss, miner, optimizer, loader, device, recipe.epochs,

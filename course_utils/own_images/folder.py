@@ -54,12 +54,15 @@ def unreadable(path) -> str | None:
     return None
 
 
-def scan(root) -> Scan:
-    """Every readable image of every class folder. Unreadable files are skipped and listed, not fatal."""
-    classes, samples, skipped = [], [], []
+def scan(root, verify: bool = True, skip=()) -> Scan:
+    """Every readable image of every class folder. Unreadable files are skipped and listed, not fatal.
+    ``verify=False`` opens no file (fast on a network drive: a resumed run trusts its first scan) and skips the
+    paths in ``skip``, the files an earlier scan found unreadable."""
+    classes, samples, skipped, skip = [], [], [], set(skip)
     for folder in class_folders(root):
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
-        reasons = {p: unreadable(p) for p in files}
+        reasons = {p: unreadable(p) if verify else ("unreadable at the first scan" if str(p) in skip else None)
+                   for p in files}
         skipped += [(str(p), why) for p, why in reasons.items() if why]
         samples += [(str(p), len(classes)) for p, why in reasons.items() if not why]
         classes.append(folder.name)
@@ -195,12 +198,13 @@ def split_scan(found: Scan, split: str, test_fraction: float, seed: int) -> tupl
 
 
 def load_split(root, split: str = "class", test_fraction: float = 0.5, size: int = 224, seed: int = 0,
-               valid_fraction: float = 0.0, resize: float = EVAL_RESIZE) -> Split:
+               valid_fraction: float = 0.0, resize: float = EVAL_RESIZE, verify: bool = True, skip=()) -> Split:
     """Scan ``root``, split it by ``"class"`` (random unseen test classes), ``"first-classes"`` (the last
     classes by name are the test classes) or ``"image"`` (test images of the same classes), and preprocess.
     ``test_fraction=0``: no test set, every class trains (a final fit). ``valid_fraction``: that fraction of each
-    training class's images is held out for validation (choosing the epoch, calibrating the threshold)."""
-    found = scan(root)
+    training class's images is held out for validation (choosing the epoch, calibrating the threshold).
+    ``verify`` and ``skip``: see ``scan``."""
+    found = scan(root, verify, skip)
     train, test = split_scan(found, split, test_fraction, seed)
     valid = None
     if valid_fraction > 0:
