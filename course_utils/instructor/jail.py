@@ -1,11 +1,13 @@
 """Where and how a submission's kernel runs: a throw-away folder holding copies of what it needs (the student
 package, the data), resource limits, another user id when the grader runs as root, and ``--sandbox`` (bubblewrap)
 when it is on the machine. Used by ``submission``; see docs/grading.md for what each protection stops."""
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,12 +71,23 @@ def workspace(package: Path, uid=None) -> Path:
     shutil.copytree(course_root() / "data", course / "data", ignore=shutil.ignore_patterns("*.tar*", "*.zip"))
     (course / "notebooks").mkdir()
     _copy_fonts(root / "home")
+    _copy_numba_cache(root / "home" / "numba")
     _read_only(root / "pkg")
     _read_only(course / "data")
     if uid is not None:
         for path in [root, *root.rglob("*")]:
             os.lchown(path, uid, uid)
     return root
+
+
+def _copy_numba_cache(to: Path) -> None:
+    """numba's compiled functions (UMAP's, pynndescent's), laid out for ``NUMBA_CACHE_DIR=to``: a kernel that may not
+    write into the installation would otherwise compile them again (half a minute)."""
+    for cached in Path(sysconfig.get_paths()["purelib"]).glob("*/__pycache__/*.nb[ic]"):
+        source_dir = os.path.abspath(cached.parent.parent)  # numba's _UserProvidedCacheLocator's layout
+        folder = to / f"{os.path.basename(source_dir)}_{hashlib.sha1(source_dir.encode()).hexdigest()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(cached, folder / cached.name)
 
 
 def _copy_fonts(home: Path) -> None:
@@ -98,6 +111,7 @@ def kernel_env(root: Path, run: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JPY_", "JUPYTER_"))}
     env.update(PYTHONPATH=str(root / "pkg"), COURSE_ROOT=str(root / "course"), HOME=str(root / "home"),
                MPLCONFIGDIR=str(root / "home" / ".cache" / "matplotlib"), PYTHONDONTWRITEBYTECODE="1",
+               NUMBA_CACHE_DIR=str(root / "home" / "numba"),
                **{MARKER_ENV: run})
     return env
 
