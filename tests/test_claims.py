@@ -1,4 +1,6 @@
 """Claims: checked in full mode only, fatal only in strict runs, reported at the lesson's end, with evidence."""
+import json
+
 import pytest
 import torch
 
@@ -123,3 +125,19 @@ def test_wins_and_ties_on_a_table_use_the_larger_of_noise_and_seed_spread():
     assert claims.threshold(table, "b", "c", "s") == claims.NOISE and claims.ties(table, "b", "c", "s")
     table["c"]["s"]["p1"], table["b"]["s"]["p1"] = 0.9, 0.5
     assert claims.wins(table, "c", "b", "s", "p1")  # another metric
+
+
+def test_every_claim_met_goes_to_the_runners_file(tmp_path, monkeypatch):
+    """``COURSE_CLAIMS`` names a file (the course runner's, for the website's page of claims): each claim met, as
+    a JSON line with whether it held; a conditional claim whose condition fails is logged as not checked."""
+    from course_utils.own_images.claims import claim
+
+    path = tmp_path / "claims.jsonl"
+    monkeypatch.setenv(claims.LOG_ENV, str(path))
+    lesson.claim(FULL, True, "x beats y")
+    lesson.claim(QUICK, True, "z ties w")
+    claim(FULL, False, "random weights collapse", only_when=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"text": "x beats y", "held": True}, {"text": "z ties w", "held": None},
+                    {"text": "random weights collapse", "held": None}]
+    assert [r.held for r in claims.log()] == [True, None, None]
