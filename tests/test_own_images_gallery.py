@@ -9,7 +9,7 @@ import pytest
 import torch
 from own_images_folders import write_folder
 
-from course_utils.own_images import cli, index
+from course_utils.own_images import cli, commands, index, rerank
 
 TINY = ["--trunk", "resnet18", "--size", "16", "--weights", "none", "--batch-size", "8", "--embedding-dim", "16"]
 UNKNOWN = 9  # class c9: in neither the training folder nor the gallery
@@ -62,6 +62,29 @@ def test_evaluate_query_gallery_with_an_unknown_class(final_fit, capsys):
     assert set(result["closed_set"]) == {"p1", "r_precision", "map_r"} and result["closed_set"]["p1"] == 1.0
     assert result["open_set"]["unknown_rejected"] == 1.0 and result["open_set"]["known_answered_right"] > 0.5
     assert "open set" in capsys.readouterr().out
+
+
+def test_evaluate_and_search_with_query_expansion(final_fit, capsys):
+    """--rerank qe ranks with the expanded queries (checked against rerank.query_expansion) and still decides
+    "no match" on the first search's score."""
+    run, out = final_fit / "run", final_fit / "qe.json"
+    assert cli.main(["index", str(run), str(final_fit / "gallery"), "--rebuild"]) == 0
+    assert cli.main(["evaluate", str(run), "--queries", str(final_fit / "queries"), "--gallery",
+                     str(final_fit / "gallery"), "--rerank", "qe", "--qe-k", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    loaded = index.load(run)
+    sets = commands.embed_sets(loaded, [final_fit / "queries"], [final_fit / "gallery"], "cpu")
+    plain = commands.query_gallery(*sets[:4], result["open_set"]["threshold"])
+    queries, labels, gallery, gallery_labels = sets[:4]
+    known = torch.isin(labels, gallery_labels)
+    expanded = rerank.query_expansion(queries, gallery, 2)
+    expected = index.query_gallery_metrics(expanded[known], labels[known], gallery, gallery_labels)
+    assert result["closed_set"] == pytest.approx(expected)
+    assert result["open_set"]["unknown_rejected"] == plain["open_set"]["unknown_rejected"]
+    assert "query expansion with 2 neighbours" in capsys.readouterr().out
+    unknown = final_fit / "queries" / f"c{UNKNOWN}" / "0.png"
+    assert cli.main(["search", str(run), str(unknown), "--k", "2", "--rerank", "qe"]) == 0
+    assert "no match" in capsys.readouterr().out
 
 
 def test_calibrated_search_answers_no_match_for_an_unknown_class(final_fit, capsys):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .. import evaluation
 from ..session import pick_device
-from . import folder, index, verify
+from . import folder, index, rerank, verify
 
 THRESHOLD_HELP = ("decide 'no match' below: f1 (the calibrated threshold of best F1, the default), fmr=1e-3 or "
                   "fmr=1e-2 (the calibrated threshold at that false match rate), a similarity, or none")
@@ -44,6 +44,11 @@ def add_parsers(commands) -> None:
                             "gallery's classes and of classes it lacks (class = folder name)")
     for parser in (indexer, searcher, evaluator, calibrator):
         parser.add_argument("--device", default="auto")
+    for parser in (searcher, evaluator):
+        parser.add_argument("--rerank", default="none", choices=("none", "qe"),
+                            help="qe: query expansion, each query averaged with its --qe-k first neighbours and "
+                            "searched again ('no match' is still decided on the first search's score)")
+        parser.add_argument("--qe-k", type=int, default=2, help="neighbours averaged into a query (default: 2)")
 
 
 def index_command(args) -> int:
@@ -54,12 +59,14 @@ def index_command(args) -> int:
     return 0
 
 
-def print_results(run: index.Run, paths, similarities, indices, threshold) -> None:
-    """Each query's neighbours (rank, cosine distance, class, path), after a "no match" line below ``threshold``."""
-    for path, row_s, row_i in zip(paths, similarities, indices):
+def print_results(run: index.Run, paths, similarities, indices, threshold, best=None) -> None:
+    """Each query's neighbours (rank, cosine distance, class, path), after a "no match" line when its ``best``
+    similarity (N,) (by default the first neighbour's) is below ``threshold``."""
+    best = similarities[:, 0] if best is None else best
+    for path, row_s, row_i, score in zip(paths, similarities, indices, best.tolist()):
         print(f"{path}:")
-        if not bool(verify.decide(row_s[:1], threshold)):
-            print(f"  no match (best similarity {float(row_s[0]):.3f} < threshold {threshold:.3f})")
+        if not bool(verify.decide(torch.tensor([score]), threshold)):
+            print(f"  no match (best similarity {score:.3f} < threshold {threshold:.3f})")
         for rank, (s, i) in enumerate(zip(row_s.tolist(), row_i.tolist()), start=1):
             print(f"  {rank:>3}  {1 - s:.4f}  {run.classes[int(run.labels[i])]:<20}  {run.paths[i]}")
 
@@ -70,8 +77,12 @@ def search_command(args) -> int:
         raise folder.FolderError("Cannot read these query images:\n" + "\n".join(bad))
     run = index.load(args.run_dir)
     threshold = verify.threshold_of(verify.load(args.run_dir), args.threshold)
-    distances, indices = index.query(run, args.images, args.k, device_from(args.device))
-    print_results(run, args.images, 1 - distances, indices, threshold)
+    embeddings = index.embed_files(run, args.images, device_from(args.device))
+    distances, indices = index.search(run.index, embeddings, args.k)
+    best = 1 - distances[:, 0]  # the calibrated score: the first search's
+    if args.rerank == "qe":
+        distances, indices = rerank.search(run.index, embeddings, args.k, args.qe_k)
+    print_results(run, args.images, 1 - distances, indices, threshold, best)
     if args.grid:
         import matplotlib
 
@@ -94,15 +105,17 @@ def embed_sets(run: index.Run, queries, gallery, device) -> tuple:
             *index.embed_paths(run.model, gallery_scan, run.size, device), found.classes)
 
 
-def query_gallery(queries, query_labels, gallery, gallery_labels, threshold) -> dict:
+def query_gallery(queries, query_labels, gallery, gallery_labels, threshold, qe_k: int = 0) -> dict:
     """Closed set (queries of the gallery's classes): P@1, R-Precision, MAP@R; open set at ``threshold``: known
-    queries answered right, unknown queries (classes not in the gallery) answered "no match"."""
+    queries answered right, unknown queries (classes not in the gallery) answered "no match". ``qe_k > 0``: the
+    ranking after query expansion with that many neighbours; "no match" is decided on the first search's score."""
     known = torch.isin(query_labels, gallery_labels)
     if not known.any():
         raise ValueError("No query's class (its folder's name) is in the gallery: nothing to retrieve.")
-    closed = index.query_gallery_metrics(queries[known], query_labels[known], gallery, gallery_labels)
-    similarity = F.normalize(queries.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
-    best, nearest = similarity.max(1)
+    ranked = rerank.query_expansion(queries, gallery, qe_k) if qe_k > 0 else queries
+    closed = index.query_gallery_metrics(ranked[known], query_labels[known], gallery, gallery_labels)
+    best = (F.normalize(queries.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T).max(1).values
+    nearest = (F.normalize(ranked.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T).argmax(1)
     correct = gallery_labels[nearest] == query_labels
     return {"closed_set": closed, "open_set": verify.open_set(best, correct, known, threshold),
             "queries": len(queries), "unknown_queries": int((~known).sum()), "gallery": len(gallery)}
@@ -112,9 +125,10 @@ def evaluate_command(args) -> int:
     run = index.load(args.run_dir)
     threshold = verify.threshold_of(verify.load(args.run_dir), args.threshold)
     *sets, _ = embed_sets(run, args.queries, args.gallery, device_from(args.device))
-    result = query_gallery(*sets, threshold)
+    result = query_gallery(*sets, threshold, args.qe_k if args.rerank == "qe" else 0)
     print(f"{result['queries']} queries ({result['unknown_queries']} of classes not in the gallery), "
-          f"{result['gallery']} gallery images")
+          f"{result['gallery']} gallery images" + (f", query expansion with {args.qe_k} neighbours"
+                                                   if args.rerank == "qe" else ""))
     print(evaluation.metrics_table({"query/gallery": {"known classes": result["closed_set"]}}))
     shown = {k: ("-" if v is None else f"{v:.3f}") for k, v in result["open_set"].items()}
     print("open set: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()))
