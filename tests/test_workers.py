@@ -1,6 +1,7 @@
 """Notebooks side by side: the worker pool returns every task's result once, and kernels started by it share
 the cores."""
 import os
+import time
 
 import pytest
 
@@ -36,16 +37,20 @@ def test_share_cores_only_for_several_jobs_and_never_over_the_users_setting(monk
     assert os.environ[workers.WAIT_POLICY] == "ACTIVE"
 
 
-def test_run_commands_gives_each_its_exit_status_kills_the_slow_and_reuses_slots():
-    import sys
+def exit_with(i):
+    """Exit with status ``i``; the fourth hangs."""
+    if i == 3:
+        time.sleep(30)
+    raise SystemExit(i)
 
+
+def test_run_isolated_gives_each_its_exit_status_kills_the_slow_and_reuses_slots():
     slots = {}
 
-    def command(i, slot):
+    def arguments(i, slot):
         slots[i] = slot
-        code = "import time; time.sleep(30)" if i == 3 else f"raise SystemExit({i})"
-        return [sys.executable, "-c", code]
+        return (i,)
 
-    results = dict(workers.run_commands(command, 5, jobs=2, timeout=5))
+    results = dict(workers.run_isolated(exit_with, arguments, 5, jobs=2, timeout=5))
     assert results == {0: 0, 1: 1, 2: 2, 3: -9, 4: 4}
     assert set(slots.values()) <= {0, 1}

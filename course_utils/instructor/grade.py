@@ -25,7 +25,7 @@ from .. import claims
 from ..paths import notebooks_dir
 from . import gradebook, jail, lms, mistakes, tamper, verdict
 from .assign import grading, strip_hidden_tests
-from .workers import run_commands
+from .workers import run_isolated
 
 GRADED = "graded.jsonl"
 
@@ -244,24 +244,26 @@ def tasks_of(args, found: list) -> tuple:
 
 def grade_all(tasks: list, args, done: dict) -> list:
     """Grade every task not in ``done`` (submission -> report), ``args.jobs`` at a time, each in a child process
-    (``submission``); each report appended to OUT/graded.jsonl as it finishes. The reports in task order."""
+    (``submission.main``); each report appended to OUT/graded.jsonl as it finishes. The reports in task order."""
     from tqdm.auto import tqdm
+
+    from . import submission as child  # it imports this module
 
     todo = [t for t in tasks if t["submission"] not in done]
     work = Path(tempfile.mkdtemp(prefix="grader-tasks-"))
     guard = tamper.Snapshot(jail.PACKAGE, sorted({args.source / t["notebook"] for t in todo}))
     memory = int(args.memory * 2**30)
 
-    def command(i, slot):
+    def arguments(i, slot):
         task = dict(todo[i], limits=asdict(jail.limits_for(slot, address_space=memory)),
                     result=str(work / f"{i}.result.json"), package=str(guard.template))
         (work / f"{i}.task.json").write_text(json.dumps(task))
-        return [sys.executable, "-m", "course_utils.instructor.submission", str(work / f"{i}.task.json")]
+        return ([str(work / f"{i}.task.json")],)
 
     limit = 300 + args.timeout * (2 + max((len(t["instructor"]["cells"]) for t in todo), default=1))
+    children = run_isolated(child.main, arguments, len(todo), args.jobs, limit, preload=[child.__name__])
     with open(args.out / GRADED, "a") as log:
-        for i, returncode in tqdm(run_commands(command, len(todo), args.jobs, limit), total=len(todo),
-                                  desc="grading", unit="notebook"):
+        for i, returncode in tqdm(children, total=len(todo), desc="grading", unit="notebook"):
             report = finished(todo[i], work / f"{i}.result.json", returncode, guard)
             done[todo[i]["submission"]] = report
             log.write(json.dumps(report) + "\n")
