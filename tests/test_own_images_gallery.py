@@ -17,14 +17,14 @@ UNKNOWN = 9  # class c9: in neither the training folder nor the gallery
 
 @pytest.fixture(scope="module")
 def final_fit(tmp_path_factory):
-    """A final fit (--test-fraction 0) on classes c0-c5, 2 epochs, and folders of other images of the same classes."""
+    """A final fit (--test-fraction 0, --centre) on classes c0-c5, 2 epochs, and folders of other images of them."""
     root = tmp_path_factory.mktemp("own_gallery")
     train = write_folder(root / "train", classes=6, per_class=15, seed=0)
     write_folder(root / "gallery", classes=6, per_class=4, seed=1)
     queries = write_folder(root / "queries", classes=6, per_class=3, seed=2)
     write_folder(queries, classes=1, per_class=3, seed=3, first=UNKNOWN)
     assert cli.main(["train", str(train), "--out", str(root / "run"), "--epochs", "2", "--test-fraction", "0",
-                     *TINY]) == 0
+                     "--centre", *TINY]) == 0
     return root
 
 
@@ -37,6 +37,12 @@ def test_the_final_fit_trains_every_class_and_keeps_the_best_validation_epoch(fi
     calibration = json.loads((final_fit / "run" / "calibration.json").read_text())
     assert calibration["kind"] in ("search", "pairs") and 0 < calibration["threshold"] < 1
     assert len(json.loads((final_fit / "run" / "gallery.json").read_text())["classes"]) == 6
+    centring = record["centring"]  # measured on the validation images both ways (the default: not centred)
+    assert set(centring) == {"as trained", "centred"}
+    assert all(set(v) == {"map_r", "mean_cos"} for v in centring.values())
+    run = index.load(final_fit / "run")  # --centre: the model's embeddings of its training images average to 0
+    embeddings = index.embed_files(run, run.paths)
+    assert record["recipe"]["centre"] and embeddings.mean(0).abs().max() < 1e-3 * embeddings.abs().mean()
 
 
 def test_index_replaces_the_training_images_then_adds_only_new_files(final_fit, capsys):

@@ -109,3 +109,21 @@ def test_saved_model_loads_back(tmp_path):
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert size == 32 and torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+
+
+def test_centring_subtracts_the_mean_and_travels_with_the_saved_and_traced_model(tmp_path):
+    model, _ = network.embedding_model("resnet18", 16, weights="none")
+    model.eval()
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        mean = network.centre(model, before)
+        after = model(x)
+    assert torch.allclose(mean, before.mean(0)) and torch.allclose(after, before - mean, atol=1e-5)
+    assert torch.allclose(after.mean(0), torch.zeros(16), atol=1e-5)
+    network.save_model(tmp_path / "model.pt", model, "resnet18", size=32)
+    network.export_torchscript(tmp_path / "model.ts", model, 32)
+    loaded, _ = network.load_model(tmp_path / "model.pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), after, atol=1e-5)
+        assert torch.allclose(torch.jit.load(str(tmp_path / "model.ts"))(x), after, atol=1e-5)

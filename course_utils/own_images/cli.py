@@ -67,6 +67,8 @@ class Recipe:
     freeze_bn: bool = option(False, "freeze the trunk's batch-norm statistics")
     freeze_trunk: bool = option(False, "train only the embedder (linear probe: cheapest, for CPUs)")
     no_amp: bool = option(False, "no mixed precision on CUDA (bfloat16 autocast otherwise)")
+    centre: bool = option(False, "subtract the training images' mean embedding (kept in model.pt and model.ts): "
+                          "similarities spread out, but MAP@R on validation images was lower (docs/own_images.md)")
     seed: int = option(0, "seed of the split, the initialisation and the batches")
 
 
@@ -111,7 +113,7 @@ def start_or_resume(args, run_dir: Path) -> tuple:
         return Recipe(**given), {}
     record = json.loads(saved.read_text())
     changed = [f"--{k.replace('_', '-')} (the run has {record['recipe'][k]}, the command {v})"
-               for k, v in given.items() if k != "epochs" and record["recipe"][k] != v]
+               for k, v in given.items() if k != "epochs" and record["recipe"].get(k) != v]
     if changed:
         raise ValueError(f"{run_dir} holds a checkpoint of another recipe; a resume cannot change "
                          f"{'; '.join(changed)}. Drop these options to resume, or train into a new --out.")
@@ -188,6 +190,25 @@ def measure(model, images, device) -> dict:
     return {**evaluation.retrieval_metrics(embeddings, labels, "cosine"), "mean_cos": sampling.mean_cosine(embeddings)}
 
 
+def centring_effect(embeddings, labels, mean) -> dict:
+    """MAP@R and mean cosine of held-out ``embeddings`` (N, D) as trained and with ``mean`` (D,) subtracted."""
+    return {name: {"map_r": evaluation.retrieval_metrics(e, labels, "cosine")["map_r"],
+                   "mean_cos": sampling.mean_cosine(e)} for name, e in (("as trained", embeddings),
+                                                                         ("centred", embeddings - mean))}
+
+
+def centring(net, split: folder.Split, gallery, device, apply: bool) -> tuple:
+    """The effect of centring on the validation images (or None), measured either way, and if ``apply``, ``net``
+    centred on the mean of the training images' (embeddings, labels) ``gallery`` (``network.centre``). Returns
+    (the gallery's (embeddings, labels), centred if applied, the effect)."""
+    effect = None if split.valid is None else centring_effect(*evaluation.embed(net, split.valid, device),
+                                                              gallery[0].float().mean(0))
+    if not apply:
+        return gallery, effect
+    mean = network.centre(net, gallery[0])
+    return (gallery[0] - mean, gallery[1]), effect
+
+
 def search_calibration(net, split: folder.Split, gallery, device) -> dict:
     """The search calibration (``verify.nearest_scores``) of the held-out images (validation images of the training
     classes, and the test images, whose classes the index of the training images lacks when the split is by class)
@@ -209,10 +230,12 @@ def finish(args, recipe: Recipe, split: folder.Split, net, record: dict, device)
     """After training: measure, calibrate the "no match" threshold on the held-out images, export the model (state
     dict and TorchScript) and the index of the training images, and print the table."""
     name, images = held_out(split)
-    print(f"Measuring the trained embedding on the {len(images)} {name}, then indexing the training images ...")
-    record["trained"] = measure(net, images, device)
+    print(f"Embedding the training images, measuring the trained embedding on the {len(images)} {name} ...")
     training_images = split.train.with_transform(index.preprocess(recipe.trunk, recipe.size))
     gallery = evaluation.embed(net, training_images, device)
+    # before measuring, calibrating and exporting: with --centre all of them use the centred embedding
+    gallery, record["centring"] = centring(net, split, gallery, device, recipe.centre)
+    record["trained"] = measure(net, images, device)
     calibration = search_calibration(net, split, gallery, device)
     verify.save(args.out, {**calibration, "on": "held-out images against the training images"})
     index.export(args.out, net, training_images, device, recipe.trunk, recipe.size, args.index, embedded=gallery)
@@ -221,6 +244,9 @@ def finish(args, recipe: Recipe, split: folder.Split, net, record: dict, device)
     print(evaluation.metrics_table({"trunk features, untrained": {name: record["baseline"]},
                                     "trained": {name: record["trained"]}}))
     print(f"mean cosine similarity of two {name}: {record['trained']['mean_cos']:.3f} (near 1: collapsed)")
+    if record.get("centring"):
+        print(f"validation images ({'centred' if recipe.centre else 'kept as trained'}): ", ", ".join(
+            f"{k}: MAP@R {v['map_r']:.3f}, mean cosine {v['mean_cos']:.3f}" for k, v in record["centring"].items()))
     print(verify.summary(calibration))
 
 

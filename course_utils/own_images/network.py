@@ -161,3 +161,12 @@ def export_torchscript(path, model: nn.Module, size: int) -> None:
         warnings.simplefilter("ignore", FutureWarning)  # PyTorch 2.9+ points to torch.export; TorchScript still loads
         traced = torch.jit.trace(frozen, example)
     traced.save(str(path))
+
+
+@torch.no_grad()
+def centre(model: nn.Module, embeddings) -> torch.Tensor:
+    """Subtract the mean of ``embeddings`` (N, D), the model's own (of its training images), from every embedding
+    it makes, by folding it into the embedder's bias: ``model.pt`` and ``model.ts`` then carry it. Returns it (D,)."""
+    mean = embeddings.float().mean(0)
+    model.embedder.bias -= mean.to(model.embedder.bias.device)
+    return mean
