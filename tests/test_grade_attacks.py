@@ -156,3 +156,24 @@ def test_with_sandbox_the_attacks_that_need_another_user_are_stopped_too(graded)
     for attack in SANDBOXED:
         assert together[attack]["cosine_distance_check"][0] == 0, together[attack]
     assert (tmp / "source" / "hw.ipynb").read_bytes() == graded["before"]
+
+
+def test_each_grader_run_has_its_own_user_ids(monkeypatch):
+    """Two graders on one machine (two classes, or the test suite's workers) must not share a kernel's user id: a
+    fork bomb of one would fill the other's process limit, and a cleanup of one kill the other's kernels."""
+    from types import SimpleNamespace
+
+    from course_utils.instructor import jail
+
+    def running(uids):
+        return lambda attrs: [SimpleNamespace(info={"uids": SimpleNamespace(real=uid)}) for uid in uids]
+
+    monkeypatch.setattr(jail.os, "getpid", lambda: 4096 * 3 + 5)  # block 5
+    first = jail.FIRST_UID + 5 * jail.UID_BLOCK
+    monkeypatch.setattr(jail.psutil, "process_iter", running([0, 1000]))
+    jail.uid_base.cache_clear()
+    assert jail.uid_base() == first
+    monkeypatch.setattr(jail.psutil, "process_iter", running([0, first + 3]))  # another grader's kernel in block 5
+    jail.uid_base.cache_clear()
+    assert jail.uid_base() == first + jail.UID_BLOCK
+    jail.uid_base.cache_clear()

@@ -1,6 +1,7 @@
 """Where and how a submission's kernel runs: a throw-away folder holding copies of what it needs (the student
 package, the data), resource limits, another user id when the grader runs as root, and ``--sandbox`` (bubblewrap)
 when it is on the machine. Used by ``submission``; see docs/grading.md for what each protection stops."""
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +19,8 @@ from ..paths import course_root
 
 MARKER_ENV = "COURSE_GRADER_RUN"
 PACKAGE = Path(__file__).resolve().parent.parent
-FIRST_UID = 61000  # a kernel of job slot j runs as user FIRST_UID + j when the grader runs as root
+FIRST_UID = 61000  # as root, a kernel of job slot j runs as user uid_base() + j, from FIRST_UID up
+UID_BLOCK = 64  # user ids per grader run: its job slots
 
 # Run before the kernel's own command: limits, then (as root) the connection file handed over and a plain user id.
 WRAPPER = """import json, os, resource, sys
@@ -49,12 +51,24 @@ class Limits:
         return [sys.executable, "-c", WRAPPER, json.dumps(settings)]
 
 
+@functools.lru_cache(maxsize=1)
+def uid_base() -> int:
+    """The first of this grader run's own block of ``UID_BLOCK`` user ids: picked from its process id and moved on
+    past any block a running process uses, so that two graders on one machine (or one grader and a fork bomb's
+    leftovers) never share a user id, and so never a process limit or a kill."""
+    used = {p.info["uids"].real for p in psutil.process_iter(["uids"]) if p.info["uids"]}
+    block = os.getpid() % 4096
+    while any(FIRST_UID + block * UID_BLOCK + j in used for j in range(UID_BLOCK)):
+        block = (block + 1) % 4096
+    return FIRST_UID + block * UID_BLOCK
+
+
 def limits_for(slot: int, **sizes) -> Limits:
     """The limits of a kernel in job slot ``slot``: as root, its own user id, so that the process limit counts
     its processes only and the instructor's files are read-only to it; else the process limit counts the user's
     processes and threads too, so it is raised by as many as run now."""
     if os.geteuid() == 0:
-        return Limits(**sizes, uid=FIRST_UID + slot)
+        return Limits(**sizes, uid=uid_base() + slot % UID_BLOCK)
     limits = Limits(**sizes)
     limits.processes += sum(p.info["num_threads"] or 0 for p in psutil.process_iter(["uids", "num_threads"])
                             if p.info["uids"] and p.info["uids"].real == os.getuid())
