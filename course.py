@@ -61,6 +61,20 @@ def parallel(env) -> list:
     return ["-n", str(jobs), "--dist", "loadscope"]
 
 
+LONGEST_TESTS = ("test_site.py", "test_grade_attacks.py", "test_gradebook.py", "test_nbgrader_cycle.py",
+                 "test_grade.py")
+
+
+def test_order() -> list:
+    """What pytest runs, in the order the workers take it up: the longest first, so that the short test modules fill
+    the gaps at the end. The website's browser test (a quick run of every lesson, then the browser: minutes on one
+    worker) goes first, the notebooks beside it, then the grader's long modules, then the rest."""
+    first, long = ["tests/" + LONGEST_TESTS[0]], ["tests/" + name for name in LONGEST_TESTS[1:]]
+    rest = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")
+                  if p.name not in LONGEST_TESTS)
+    return [*first, "notebooks", *long, *rest]
+
+
 def main(argv) -> int:
     command = argv[0] if argv else ""
     if command not in {"run", "test", "lab", "site"}:
@@ -78,8 +92,7 @@ def main(argv) -> int:
         env["COURSE_QUICK"] = "1"
         # the linter first (seconds): the package, tests, benchmarks and the notebooks' code cells (pyproject.toml)
         sh(PYTHON, "-m", "ruff", "check", "--no-cache", ".", env=env)
-        # notebooks first: their long runs start early, and the short test modules fill the gaps at the end
-        sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", *parallel(env), "notebooks", "tests", *argv[1:],
+        sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", *parallel(env), *test_order(), *argv[1:],
            env=env)
     else:
         sh(PYTHON, "-m", "jupyter", "lab", "--notebook-dir", REPO / "notebooks", *argv[1:], env=env)
