@@ -24,26 +24,57 @@ class ConvTrunk(nn.Module):
         return self.layers(x)
 
 
-class EmbeddingNet(nn.Module):
-    """A trunk followed by a linear layer: images -> embeddings (N, embedding_dim)."""
+NECKS = {"none": lambda dim: nn.Identity(), "batchnorm": nn.BatchNorm1d}
 
-    def __init__(self, trunk: nn.Module, embedding_dim: int = 64):
+
+class EmbeddingNet(nn.Module):
+    """A trunk followed by a linear layer: images -> embeddings (N, embedding_dim). ``neck="batchnorm"`` adds a
+    ``BatchNorm1d`` after the linear layer (the "BNNeck" of Luo et al. 2019): each dimension is centred and scaled
+    over the batch, so the embeddings cannot all point into one narrow cone (lesson 10)."""
+
+    def __init__(self, trunk: nn.Module, embedding_dim: int = 64, neck: str = "none"):
         super().__init__()
+        if neck not in NECKS:
+            raise ValueError(f"neck must be one of {sorted(NECKS)}, not {neck!r}")
         self.trunk = trunk
         self.embedder = nn.Linear(trunk.out_features, embedding_dim)
+        self.neck = NECKS[neck](embedding_dim)
         self.embedding_dim = embedding_dim
 
     def forward(self, x):
-        return self.embedder(self.trunk(x))
+        return self.neck(self.embedder(self.trunk(x)))
+
+    @property
+    def neck_name(self) -> str:
+        return "batchnorm" if isinstance(self.neck, nn.BatchNorm1d) else "none"
+
+
+class CosineHead(nn.Module):
+    """A classifier head on the embedding's direction only (NormFace, Wang et al. 2017): logits (N, num_classes) =
+    ``scale`` * the cosine similarity of each embedding with each class's weight vector. Cross-entropy then pulls
+    each class towards its own direction and away from the others', which spreads the embeddings over the sphere
+    that retrieval by cosine sees; a linear head is as happy with every embedding in one narrow cone (lesson 10)."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 16.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, in_features) / in_features ** 0.5)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.scale * nn.functional.normalize(x, dim=1) @ nn.functional.normalize(self.weight, dim=1).T
 
 
 class Classifier(nn.Module):
-    """An embedding network with a linear classifier head on top: images -> logits (N, num_classes)."""
+    """An embedding network with a classifier head on top: images -> logits (N, num_classes). The head is linear,
+    or ``head="cosine"`` a ``CosineHead`` (lesson 10)."""
 
-    def __init__(self, embedding_net: nn.Module, num_classes: int):
+    def __init__(self, embedding_net: nn.Module, num_classes: int, head: str = "linear"):
         super().__init__()
         self.embedding_net = embedding_net
-        self.head = nn.Linear(embedding_net.embedding_dim, num_classes)
+        heads = {"linear": nn.Linear, "cosine": CosineHead}
+        if head not in heads:
+            raise ValueError(f"head must be one of {sorted(heads)}, not {head!r}")
+        self.head = heads[head](embedding_net.embedding_dim, num_classes)
 
     def forward(self, x):
         return self.head(self.embedding_net(x))

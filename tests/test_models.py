@@ -18,6 +18,24 @@ def test_classifier_head_on_embeddings():
     assert torch.allclose(clf(x), clf.head(net(x)))
 
 
+def test_cosine_head_is_scale_times_the_cosine_with_each_class_weight():
+    head = models.CosineHead(6, 4, scale=16.0)
+    x = torch.randn(5, 6)
+    naive = torch.tensor([[16.0 * torch.dot(e, w).item() / (e.norm() * w.norm()).item() for w in head.weight]
+                          for e in x])
+    assert torch.allclose(head(x), naive, atol=1e-5)
+    assert torch.allclose(head(3.0 * x), head(x), atol=1e-5)  # only the direction of an embedding counts
+    clf = models.JointNet(models.EmbeddingNet(models.ConvTrunk(widths=(4, 8)), 6), 4, head="cosine").eval()
+    embeddings, logits = clf(torch.randn(2, 1, 28, 28))
+    assert torch.allclose(logits, clf.head(embeddings)) and logits.abs().max() <= 16.0 + 1e-4
+
+
+def test_classifier_refuses_an_unknown_head():
+    import pytest
+    with pytest.raises(ValueError, match="head must be one of"):
+        models.Classifier(models.EmbeddingNet(models.ConvTrunk(), 6), 4, head="arcface")
+
+
 def test_resnet_trunk_is_the_layer_before_fc():
     trunk = models.resnet_trunk()
     trunk.eval()

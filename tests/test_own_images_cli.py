@@ -7,7 +7,7 @@ import pytest
 import torch
 from own_images_folders import write_folder
 
-from course_utils import training
+from course_utils import models, training
 from course_utils.own_images import cli
 from course_utils.own_images import folder as own_folder
 
@@ -121,3 +121,28 @@ def test_a_resume_refuses_changed_options(tmp_path, capsys):
     assert "cannot change --embedder-lr (the run has 0.001, the command 0.01)" in capsys.readouterr().err
     assert cli.main(["train", str(folder), "--out", str(tmp_path / "run"), "--epochs", "2"]) == 0  # its recipe
     assert json.loads((tmp_path / "run" / "recipe.json").read_text())["recipe"]["size"] == 16
+
+
+def test_a_run_saved_before_the_neck_and_head_options_resumes_with_what_it_had(tmp_path):
+    folder = write_folder(tmp_path / "images", classes=4, per_class=4)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(folder), "--out", str(run), "--epochs", "1", *TINY,
+                     "--neck", "none", "--head", "linear"]) == 0
+    saved = json.loads((run / "recipe.json").read_text())
+    for name in ("neck", "head"):  # as a run of an earlier version wrote it
+        del saved["recipe"][name]
+    (run / "recipe.json").write_text(json.dumps(saved))
+    assert cli.main(["train", str(folder), "--out", str(run), "--epochs", "2"]) == 0  # the checkpoint loads
+    record = json.loads((run / "recipe.json").read_text())
+    assert (record["recipe"]["neck"], record["recipe"]["head"], len(record["history"])) == ("none", "linear", 2)
+    assert torch.load(run / "model.pt", weights_only=True)["neck"] == "none"
+
+
+def test_the_default_model_has_a_batch_norm_neck_and_a_cosine_head(trained):
+    _, run = trained
+    recipe = json.loads((run / "recipe.json").read_text())["recipe"]
+    assert (recipe["neck"], recipe["head"]) == ("batchnorm", "cosine")
+    saved = torch.load(run / "model.pt", weights_only=True)
+    assert saved["neck"] == "batchnorm" and "neck.running_mean" in saved["state_dict"]
+    assert isinstance(cli.build_model(cli.Recipe(trunk="resnet18", weights="none", embedding_dim=8), 3, False,
+                                      False).head, models.CosineHead)

@@ -102,17 +102,30 @@ def test_param_groups_give_trunk_and_embedder_their_own_learning_rates():
     assert [g["lr"] for g in network.param_groups(model, net.trunk, 1e-4, 1e-3)] == [1e-3]
 
 
-def test_saved_model_loads_back(tmp_path):
-    model, _ = network.embedding_model("resnet18", 16, weights="none")
+def model_with_neck(neck):
+    """A ResNet-18 embedding model; a batch-norm neck gets running statistics of its own (not 0 and 1)."""
+    model, _ = network.embedding_model("resnet18", 16, weights="none", neck=neck)
+    if neck == "batchnorm":
+        with torch.no_grad():
+            model.train()(torch.randn(8, 3, 32, 32))
+        assert model.neck.running_mean.abs().sum() > 0
+    return model
+
+
+@pytest.mark.parametrize("neck", ["none", "batchnorm"])
+def test_saved_model_loads_back(tmp_path, neck):
+    model = model_with_neck(neck)
     network.save_model(tmp_path / "model.pt", model, "resnet18", size=32)
     loaded, size = network.load_model(tmp_path / "model.pt")
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert size == 32 and torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+    assert loaded.neck_name == neck
 
 
-def test_centring_subtracts_the_mean_and_travels_with_the_saved_and_traced_model(tmp_path):
-    model, _ = network.embedding_model("resnet18", 16, weights="none")
+@pytest.mark.parametrize("neck", ["none", "batchnorm"])
+def test_centring_subtracts_the_mean_and_travels_with_the_saved_and_traced_model(tmp_path, neck):
+    model = model_with_neck(neck)
     model.eval()
     x = torch.randn(6, 3, 32, 32)
     with torch.no_grad():

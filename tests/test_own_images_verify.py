@@ -79,3 +79,14 @@ def test_nearest_scores_against_a_loop(held_out):
         expected[names[q] == names[10 + g]].append(sims[g])
     assert sorted(positives.tolist()) == pytest.approx(sorted(expected[True]), abs=1e-5)
     assert sorted(negatives.tolist()) == pytest.approx(sorted(expected[False]), abs=1e-5)
+
+
+def test_summary_shows_thresholds_near_1_apart_and_flags_an_fmr_on_few_negatives():
+    positives = torch.tensor([0.9995, 0.9993, 0.9991, 0.9990])
+    negatives = torch.linspace(0.9950, 0.9989, 500)
+    text = verify.summary(verify.calibrate_scores(positives, negatives))
+    assert "threshold 0.9990" in text and "threshold 1.000" not in text  # four decimals: not all printed as 1.000
+    fmr_3, fmr_2 = text.splitlines()[1].split("), ")
+    assert "rough: 0.5 of 500 negatives" in fmr_3 and "rough" in fmr_2  # 5 negatives for FMR 1e-2: still rough
+    many = verify.summary(verify.calibrate_scores(positives, torch.linspace(0.1, 0.9, 20000)))
+    assert "rough" not in many

@@ -36,6 +36,10 @@ LOSSES = {"circle": lambda: losses.CircleLoss(m=0.4, gamma=80),  # lesson 07's r
           "multi-similarity": lambda: losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5)}
 
 
+# options added after runs were saved, with the value those runs had: a resume rebuilds their model as it was
+OPTIONS_ADDED_LATER = {"neck": "none", "head": "linear"}
+
+
 def option(default, help, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
 
@@ -49,8 +53,14 @@ class Recipe:
     weights: str = option("imagenet", "imagenet (torch cache, else download), none, or a state-dict file")
     size: int = option(224, "image size in pixels (128 or 64 on a CPU)")
     embedding_dim: int = option(128, "embedding size")
+    neck: str = option("batchnorm", "after the embedder: batchnorm (BatchNorm1d: each dimension centred over the "
+                       "batch, so the embeddings do not collapse into one cone; docs/own_images.md, section 8) or none",
+                       ["batchnorm", "none"])
     loss: str = option("circle", "metric loss, weighted against cross-entropy", sorted(LOSSES))
     metric_weight: float = option(0.1, "loss = metric_weight * metric loss + cross-entropy")
+    head: str = option("cosine", "classifier head of the cross-entropy: cosine (16 * the cosine with each class's "
+                       "weights, NormFace: only the direction of an embedding counts, as in search) or linear",
+                       ["cosine", "linear"])
     m_per_class: int = option(4, "m, images per class in a batch (MPerClassSampler; each process with torchrun)")
     batch_size: int = option(32, "batch size, all processes together (reduced to m * number of classes if larger)")
     epochs: int = option(10, "epochs in all (a rerun resumes and trains up to this number)")
@@ -68,7 +78,8 @@ class Recipe:
     freeze_trunk: bool = option(False, "train only the embedder (linear probe: cheapest, for CPUs)")
     no_amp: bool = option(False, "no mixed precision on CUDA (bfloat16 autocast otherwise)")
     centre: bool = option(False, "subtract the training images' mean embedding (kept in model.pt and model.ts): "
-                          "similarities spread out, but MAP@R on validation images was lower (docs/own_images.md)")
+                          "similarities spread out, but without the neck MAP@R on validation images was lower "
+                          "(docs/own_images.md)")
     seed: int = option(0, "seed of the split, the initialisation and the batches")
 
 
@@ -82,7 +93,7 @@ def add_recipe_options(parser: argparse.ArgumentParser) -> None:
         else:
             kind = float if f.default is None else type(f.default)
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, choices=f.metadata["choices"],
-                                help=f"{f.metadata['help']} (default: {f.default})")
+                                help=f.metadata["help"] + ("" if f.default is None else f" (default: {f.default})"))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -112,6 +123,7 @@ def start_or_resume(args, run_dir: Path) -> tuple:
     if not ((run_dir / CHECKPOINT).is_file() and saved.is_file()):
         return Recipe(**given), {}
     record = json.loads(saved.read_text())
+    record["recipe"] = {**OPTIONS_ADDED_LATER, **record["recipe"]}  # a run saved before an option was added
     changed = [f"--{k.replace('_', '-')} (the run has {record['recipe'][k]}, the command {v})"
                for k, v in given.items() if k != "epochs" and record["recipe"].get(k) != v]
     if changed:
@@ -125,7 +137,7 @@ def build_model(recipe: Recipe, num_classes: int, resuming: bool, download: bool
     """A ``models.JointNet`` (embedding model + classifier head), with its weights (none when the checkpoint
     will supply them) and frozen parts."""
     net, source = network.embedding_model(recipe.trunk, recipe.embedding_dim,
-                                          "none" if resuming else recipe.weights, download)
+                                          "none" if resuming else recipe.weights, download, recipe.neck)
     print("weights:", "from the checkpoint" if resuming else source)
     if recipe.trunk_lr is None:
         recipe.trunk_lr = 1e-4 if net.trunk.pretrained else 1e-3
@@ -133,7 +145,7 @@ def build_model(recipe: Recipe, num_classes: int, resuming: bool, download: bool
         network.freeze_trunk(net)
     elif recipe.freeze_bn:
         network.freeze_batchnorm(net.trunk)
-    return models.JointNet(net, num_classes)
+    return models.JointNet(net, num_classes, recipe.head)
 
 
 def build_training(recipe: Recipe, model, train_set, workers: int, world_size: int = 1, rank: int = 0) -> tuple:

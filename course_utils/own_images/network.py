@@ -95,11 +95,12 @@ def trunk(arch: str = "resnet50", weights="imagenet", download: bool = True) -> 
     return net, source
 
 
-def embedding_model(arch: str = "resnet50", embedding_dim: int = 128, weights="imagenet",
-                    download: bool = True) -> tuple:
-    """(trunk + ``Linear(features, embedding_dim)``: images (N, 3, H, W) -> (N, embedding_dim), weights' origin)."""
+def embedding_model(arch: str = "resnet50", embedding_dim: int = 128, weights="imagenet", download: bool = True,
+                    neck: str = "none") -> tuple:
+    """(trunk + ``Linear(features, embedding_dim)`` (+ ``BatchNorm1d`` if ``neck="batchnorm"``): images (N, 3, H, W)
+    -> (N, embedding_dim), weights' origin)."""
     net, source = trunk(arch, weights, download)
-    return models.EmbeddingNet(net, embedding_dim), source
+    return models.EmbeddingNet(net, embedding_dim, neck), source
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -139,14 +140,14 @@ def eval_resize(arch: str) -> float:
 
 def save_model(path, model: nn.Module, arch: str, size: int) -> None:
     """Save an embedding model with what it takes to rebuild it: arch, embedding size, input size."""
-    torch.save({"arch": arch, "embedding_dim": model.embedding_dim, "size": size,
+    torch.save({"arch": arch, "embedding_dim": model.embedding_dim, "neck": model.neck_name, "size": size,
                 "state_dict": model.state_dict()}, path)
 
 
 def load_model(path) -> tuple:
     """(the embedding model saved by ``save_model``, in eval mode with frozen batch norm, its input size)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model, _ = embedding_model(saved["arch"], saved["embedding_dim"], weights=None)
+    model, _ = embedding_model(saved["arch"], saved["embedding_dim"], weights=None, neck=saved.get("neck", "none"))
     freeze_batchnorm(model).load_state_dict(saved["state_dict"])  # frozen or not, the same at inference
     model.arch = saved["arch"]
     return model.eval(), saved["size"]
@@ -166,7 +167,9 @@ def export_torchscript(path, model: nn.Module, size: int) -> None:
 @torch.no_grad()
 def centre(model: nn.Module, embeddings) -> torch.Tensor:
     """Subtract the mean of ``embeddings`` (N, D), the model's own (of its training images), from every embedding
-    it makes, by folding it into the embedder's bias: ``model.pt`` and ``model.ts`` then carry it. Returns it (D,)."""
+    it makes, by folding it into the bias of its last layer (the embedder's, or the batch-norm neck's): ``model.pt``
+    and ``model.ts`` then carry it. Returns it (D,)."""
     mean = embeddings.float().mean(0)
-    model.embedder.bias -= mean.to(model.embedder.bias.device)
+    bias = model.neck.bias if model.neck_name == "batchnorm" else model.embedder.bias
+    bias -= mean.to(bias.device)
     return mean

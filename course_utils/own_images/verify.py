@@ -132,10 +132,18 @@ def open_set(best_similarity, correct, known, threshold: float | None) -> dict:
 def summary(calibration: dict) -> str:
     """Two lines on a calibration: the F1 threshold with its precision and recall, and FNMR at each FMR."""
     c = calibration
-    fmr = ", ".join(f"FNMR {v['fnmr']:.3f} at FMR {k} (threshold {v['threshold']:.3f})" for k, v in c["at_fmr"].items())
+    fmr = ", ".join(f"FNMR {v['fnmr']:.3f} at FMR {k} (threshold {v['threshold']:.4f}{rough(float(k), c)})"
+                    for k, v in c["at_fmr"].items())
     what = "pairs" if c.get("kind") == "pairs" else "queries (nearest gallery image of the right class or not)"
-    return (f"threshold {c['threshold']:.3f}: F1 {c['f1']:.3f}, precision {c['precision']:.3f}, recall "
+    return (f"threshold {c['threshold']:.4f}: F1 {c['f1']:.3f}, precision {c['precision']:.3f}, recall "
             f"{c['recall']:.3f} on {c['positives']} positive and {c['negatives']} negative held-out {what}\n{fmr}")
+
+
+def rough(fmr: float, calibration: dict) -> str:
+    """A warning for ``summary`` when an FMR rests on fewer than 10 held-out negatives above its threshold: the
+    estimate is then rough, and below one negative it is only the highest negative's score."""
+    allowed = fmr * calibration["negatives"]
+    return "" if allowed >= 10 else f"; rough: {allowed:.1f} of {calibration['negatives']} negatives allowed above it"
 
 
 def plot_calibration(positives, negatives, calibration: dict, axes=None):
