@@ -90,6 +90,7 @@ def main(argv) -> int:
         sh(PYTHON, "-m", "course_utils.instructor.run_course", *argv[1:], env=env)
     elif command == "test":
         env["COURSE_QUICK"] = "1"
+        env["COURSE_OFFLINE"] = "1"  # the tests never download weights (lesson 10)
         # the linter first (seconds): the package, tests, benchmarks and the notebooks' code cells (pyproject.toml)
         sh(PYTHON, "-m", "ruff", "check", "--no-cache", ".", env=env)
         sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", *parallel(env), *test_order(), *argv[1:],

@@ -1,4 +1,5 @@
 import gzip
+import os
 import struct
 
 import matplotlib
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 matplotlib.use("Agg")
+os.environ.setdefault("COURSE_OFFLINE", "1")  # no test downloads weights (lesson 10's notebook included)
 
 
 def write_idx(path, array: np.ndarray) -> None:

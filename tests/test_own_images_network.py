@@ -140,3 +140,8 @@ def test_centring_subtracts_the_mean_and_travels_with_the_saved_and_traced_model
     with torch.no_grad():
         assert torch.allclose(loaded(x), after, atol=1e-5)
         assert torch.allclose(torch.jit.load(str(tmp_path / "model.ts"))(x), after, atol=1e-5)
+
+
+def test_lessons_download_weights_unless_the_environment_says_offline():
+    assert network.downloads_allowed({}) and network.downloads_allowed({"COURSE_OFFLINE": "0"})
+    assert not network.downloads_allowed({"COURSE_OFFLINE": "1"})
