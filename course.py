@@ -75,13 +75,24 @@ def test_order() -> list:
     return [*first, "notebooks", *long, *rest]
 
 
+def command_env(command: str, environ) -> dict:
+    """The environment a command runs in: unbuffered output; ``test`` in quick mode and offline; ``run`` offline
+    unless ``COURSE_OFFLINE`` says otherwise (lesson 10 then downloads no ImageNet weights)."""
+    env = dict(environ, PYTHONUNBUFFERED="1")
+    if command == "run":
+        env.setdefault("COURSE_OFFLINE", "1")
+    if command == "test":
+        env.update(COURSE_QUICK="1", COURSE_OFFLINE="1")  # whatever the environment says
+    return env
+
+
 def main(argv) -> int:
     command = argv[0] if argv else ""
     if command not in {"run", "test", "lab", "site"}:
         print(__doc__)
         return 2
     ensure_env()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = command_env(command, os.environ)
     if command == "site":
         sh(PYTHON, "-m", "course_utils.instructor.site", *argv[1:], env=env)
         return 0
@@ -89,8 +100,6 @@ def main(argv) -> int:
     if command == "run":
         sh(PYTHON, "-m", "course_utils.instructor.run_course", *argv[1:], env=env)
     elif command == "test":
-        env["COURSE_QUICK"] = "1"
-        env["COURSE_OFFLINE"] = "1"  # the tests never download weights (lesson 10)
         # the linter first (seconds): the package, tests, benchmarks and the notebooks' code cells (pyproject.toml)
         sh(PYTHON, "-m", "ruff", "check", "--no-cache", ".", env=env)
         sh(PYTHON, "-m", "pytest", "--nbval", "--nbval-current-env", *parallel(env), *test_order(), *argv[1:],

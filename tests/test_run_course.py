@@ -117,3 +117,16 @@ def test_the_capstone_runs_alone_first_and_the_rest_in_lesson_order():
     assert [([p.stem for p in group], jobs) for group, jobs in groups] == [
         ([names[3]], 1), ([names[0], names[1], names[2], names[4]], 2)]
     assert [jobs for _, jobs in batches([Path("notebooks/01_embeddings.ipynb")], jobs=2)] == [2]  # no capstone
+
+
+def test_course_script_runs_the_tests_and_the_course_offline():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("course_script", REPO / "course.py")
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)  # defines functions only: main runs under __name__ == "__main__"
+    assert course.command_env("test", {"COURSE_OFFLINE": "0"})["COURSE_OFFLINE"] == "1"  # tests: always
+    assert course.command_env("test", {})["COURSE_QUICK"] == "1"
+    assert course.command_env("run", {})["COURSE_OFFLINE"] == "1"  # the course: unless told otherwise
+    assert course.command_env("run", {"COURSE_OFFLINE": "0"})["COURSE_OFFLINE"] == "0"
+    assert "COURSE_OFFLINE" not in course.command_env("lab", {})  # a student's JupyterLab may download
