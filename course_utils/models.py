@@ -64,6 +64,9 @@ class CosineHead(nn.Module):
         return self.scale * nn.functional.normalize(x, dim=1) @ nn.functional.normalize(self.weight, dim=1).T
 
 
+HEADS = {"linear": nn.Linear, "cosine": CosineHead}
+
+
 class Classifier(nn.Module):
     """An embedding network with a classifier head on top: images -> logits (N, num_classes). The head is linear,
     or ``head="cosine"`` a ``CosineHead`` (lesson 10)."""
@@ -71,10 +74,9 @@ class Classifier(nn.Module):
     def __init__(self, embedding_net: nn.Module, num_classes: int, head: str = "linear"):
         super().__init__()
         self.embedding_net = embedding_net
-        heads = {"linear": nn.Linear, "cosine": CosineHead}
-        if head not in heads:
-            raise ValueError(f"head must be one of {sorted(heads)}, not {head!r}")
-        self.head = heads[head](embedding_net.embedding_dim, num_classes)
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {sorted(HEADS)}, not {head!r}")
+        self.head = HEADS[head](embedding_net.embedding_dim, num_classes)
 
     def forward(self, x):
         return self.head(self.embedding_net(x))

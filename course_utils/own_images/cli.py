@@ -55,12 +55,12 @@ class Recipe:
     embedding_dim: int = option(128, "embedding size")
     neck: str = option("batchnorm", "after the embedder: batchnorm (BatchNorm1d: each dimension centred over the "
                        "batch, so the embeddings do not collapse into one cone; docs/own_images.md, section 8) or none",
-                       ["batchnorm", "none"])
+                       sorted(models.NECKS))
     loss: str = option("circle", "metric loss, weighted against cross-entropy", sorted(LOSSES))
     metric_weight: float = option(0.1, "loss = metric_weight * metric loss + cross-entropy")
     head: str = option("cosine", "classifier head of the cross-entropy: cosine (16 * the cosine with each class's "
                        "weights, NormFace: only the direction of an embedding counts, as in search) or linear",
-                       ["cosine", "linear"])
+                       sorted(models.HEADS))
     m_per_class: int = option(4, "m, images per class in a batch (MPerClassSampler; each process with torchrun)")
     batch_size: int = option(32, "batch size, all processes together (reduced to m * number of classes if larger)")
     epochs: int = option(10, "epochs in all (a rerun resumes and trains up to this number)")
